@@ -1,0 +1,172 @@
+"""Configuration: a TOML file (``CIBA_CONFIG`` or ``--config``) and ``CIBA_*`` environment
+variables, the latter winning. Every option is documented in the README."""
+
+from __future__ import annotations
+
+import contextvars
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = [
+    "AuthorizationDetailsTypeConfig",
+    "ClientConfig",
+    "KeycloakConfig",
+    "Settings",
+    "load_settings",
+]
+
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "ciba_config_file", default=None
+)
+
+FieldKind = Literal["string", "number", "integer", "boolean", "object", "array"]
+
+
+class ClientConfig(BaseModel):
+    """An agent (OAuth client) registered with the service."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    client_id: str
+    # scrypt hash made by `ciba-service clients hash-secret`; the plain secret is never stored.
+    client_secret_hash: str
+    name: str = ""
+    grant_types: list[str] = Field(default_factory=lambda: ["urn:openid:params:grant-type:ciba"])
+    backchannel_token_delivery_mode: Literal["poll"] = "poll"
+    scopes: list[str] = Field(default_factory=lambda: ["openid"])
+    authorization_details_types: list[str] = Field(default_factory=list)
+    audience: str | None = None
+
+
+class AuthorizationDetailsTypeConfig(BaseModel):
+    """One entry of the RFC 9396 type registry."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    description: str
+    # Readable form for the approval page; ``{actions}``, ``{identifier}``, ``{locations}`` and
+    # any declared field name are substituted.
+    template: str = "{actions} {identifier}"
+    actions: list[str] = Field(min_length=1)
+    fields: dict[str, FieldKind] = Field(default_factory=dict)
+    require_identifier: bool = False
+    require_locations: bool = False
+
+
+class KeycloakConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str = "http://localhost:8180"
+    realm: str = "agents"
+    admin_client_id: str = "ciba-companion"
+    admin_client_secret: str = ""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CIBA_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    mode: Literal["embedded", "keycloak"] = "embedded"
+    environment: Literal["development", "production"] = "development"
+    issuer: str = "http://localhost:8000"
+    # Where users' browsers reach the service; the WebAuthn origin is derived from it.
+    public_url: str = ""
+    rp_id: str = ""
+    rp_name: str = "CIBA approvals"
+    data_dir: Path = Path(".ciba-data")
+    access_token_lifetime: int = Field(default=120, ge=10, le=300)
+    default_audience: str = "resource-api"
+    request_expiry_default: int = Field(default=300, ge=10)
+    request_expiry_max: int = Field(default=600, ge=10)
+    poll_interval: int = Field(default=2, ge=1)
+    binding_message_max_length: int = Field(default=64, ge=1, le=256)
+    enrollment_ttl: int = Field(default=900, ge=60)
+    max_authorization_details: int = Field(default=10, ge=1)
+    max_authorization_details_bytes: int = Field(default=8192, ge=256)
+    notifier: Literal["console", "webhook", "none"] = "console"
+    webhook_url: str = ""
+    webhook_timeout: float = 5.0
+    clients: list[ClientConfig] = Field(default_factory=list)
+    authorization_details_types: dict[str, AuthorizationDetailsTypeConfig] = Field(
+        default_factory=dict
+    )
+    keycloak: KeycloakConfig = Field(default_factory=KeycloakConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _config_file.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @field_validator("issuer", "public_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _production_checks(self) -> Settings:
+        if self.request_expiry_default > self.request_expiry_max:
+            raise ValueError("request_expiry_default must not exceed request_expiry_max")
+        if self.environment == "production":
+            # WebAuthn needs a secure context; a plain-http origin outside loopback would let a
+            # network attacker serve the approval page and relay assertions.
+            for url in (self.issuer, self.public_base_url):
+                if urlsplit(url).scheme != "https":
+                    raise ValueError(f"{url!r} must be https in production")
+            if self.notifier == "webhook" and urlsplit(self.webhook_url).scheme != "https":
+                raise ValueError("webhook_url must be https in production")
+        if self.notifier == "webhook" and not self.webhook_url:
+            raise ValueError("notifier = 'webhook' needs webhook_url")
+        return self
+
+    @property
+    def public_base_url(self) -> str:
+        return self.public_url or self.issuer
+
+    @property
+    def expected_origin(self) -> str:
+        parts = urlsplit(self.public_base_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def webauthn_rp_id(self) -> str:
+        return self.rp_id or (urlsplit(self.public_base_url).hostname or "localhost")
+
+    def client(self, client_id: str) -> ClientConfig | None:
+        for client in self.clients:
+            if client.client_id == client_id:
+                return client
+        return None
+
+
+def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
+    """Build settings from ``config_file`` (or ``$CIBA_CONFIG``), the environment and overrides."""
+    import os
+
+    path = config_file or (Path(os.environ["CIBA_CONFIG"]) if os.environ.get("CIBA_CONFIG") else None)
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(f"configuration file {path} not found")
+    token = _config_file.set(path)
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    finally:
+        _config_file.reset(token)

@@ -1,0 +1,170 @@
+"""Protocol errors, one class per registered error code.
+
+Exception hierarchy::
+
+    OAuthError                      an error the OAuth/CIBA endpoints answer with
+    ├── InvalidRequest              RFC 6749 5.2 / CIBA 13
+    ├── InvalidClient               401, WWW-Authenticate when Basic was used
+    ├── UnauthorizedClient
+    ├── InvalidScope
+    ├── UnknownUserId               CIBA 13
+    ├── InvalidBindingMessage       CIBA 13
+    ├── InvalidAuthorizationDetails RFC 9396 5
+    ├── UnsupportedGrantType
+    ├── InvalidGrant
+    ├── AuthorizationPending        CIBA 11 (poll mode)
+    ├── SlowDown
+    ├── ExpiredToken
+    ├── AccessDenied
+    └── TemporarilyUnavailable      503, the upstream IdP could not be reached
+    ApprovalError                   the approval page's failures (not OAuth codes)
+    ├── ApprovalNotFound
+    ├── ApprovalAlreadyDecided
+    ├── ApprovalExpired
+    └── AssertionRejected
+    EnrollmentError
+
+Each class carries ``error``, ``status_code`` and renders its own body and headers,
+so one exception handler in the web layer serves every endpoint.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "AccessDenied",
+    "ApprovalAlreadyDecided",
+    "ApprovalError",
+    "ApprovalExpired",
+    "ApprovalNotFound",
+    "AssertionRejected",
+    "AuthorizationPending",
+    "EnrollmentError",
+    "ExpiredToken",
+    "InvalidAuthorizationDetails",
+    "InvalidBindingMessage",
+    "InvalidClient",
+    "InvalidGrant",
+    "InvalidRequest",
+    "InvalidScope",
+    "OAuthError",
+    "SlowDown",
+    "TemporarilyUnavailable",
+    "UnauthorizedClient",
+    "UnknownUserId",
+    "UnsupportedGrantType",
+]
+
+
+class OAuthError(Exception):
+    """An OAuth 2.0 error response (RFC 6749 section 5.2)."""
+
+    error: ClassVar[str] = "invalid_request"
+    status_code: ClassVar[int] = 400
+
+    def __init__(self, description: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(description)
+        self.description = description
+        self.extra_headers = dict(headers or {})
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.error, "error_description": self.description}
+
+    def headers(self) -> dict[str, str]:
+        # RFC 6749 5.1: responses carrying credentials or errors must not be cached.
+        return {"Cache-Control": "no-store", "Pragma": "no-cache", **self.extra_headers}
+
+
+class InvalidRequest(OAuthError):
+    error = "invalid_request"
+
+
+class InvalidClient(OAuthError):
+    error = "invalid_client"
+    status_code = 401
+
+
+class UnauthorizedClient(OAuthError):
+    error = "unauthorized_client"
+
+
+class InvalidScope(OAuthError):
+    error = "invalid_scope"
+
+
+class UnknownUserId(OAuthError):
+    error = "unknown_user_id"
+
+
+class InvalidBindingMessage(OAuthError):
+    error = "invalid_binding_message"
+
+
+class InvalidAuthorizationDetails(OAuthError):
+    error = "invalid_authorization_details"
+
+
+class UnsupportedGrantType(OAuthError):
+    error = "unsupported_grant_type"
+
+
+class InvalidGrant(OAuthError):
+    error = "invalid_grant"
+
+
+class AuthorizationPending(OAuthError):
+    error = "authorization_pending"
+
+
+class SlowDown(OAuthError):
+    error = "slow_down"
+
+
+class ExpiredToken(OAuthError):
+    error = "expired_token"
+
+
+class AccessDenied(OAuthError):
+    error = "access_denied"
+    status_code = 400
+
+
+class TemporarilyUnavailable(OAuthError):
+    error = "temporarily_unavailable"
+    status_code = 503
+
+
+class ApprovalError(Exception):
+    """A failure on the user side of the approval (page or CLI)."""
+
+    status_code: ClassVar[int] = 400
+    code: ClassVar[str] = "approval_error"
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class ApprovalNotFound(ApprovalError):
+    status_code = 404
+    code = "not_found"
+
+
+class ApprovalAlreadyDecided(ApprovalError):
+    status_code = 409
+    code = "already_decided"
+
+
+class ApprovalExpired(ApprovalError):
+    status_code = 410
+    code = "expired"
+
+
+class AssertionRejected(ApprovalError):
+    status_code = 400
+    code = "assertion_rejected"
+
+
+class EnrollmentError(ApprovalError):
+    code = "enrollment_error"

@@ -1,0 +1,234 @@
+"""RFC 9396 Rich Authorization Requests: the type registry and ``authorization_details``
+validation.
+
+Each check raises :class:`InvalidAuthorizationDetails` naming the failing entry and field,
+as RFC 9396 section 5 asks: "the AS MUST refuse to process any unknown authorization details
+type or authorization details not conforming to the respective type definition".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .config import AuthorizationDetailsTypeConfig, FieldKind
+from .errors import InvalidAuthorizationDetails
+
+__all__ = [
+    "COMMON_FIELDS",
+    "DEFAULT_TYPES",
+    "TypeRegistry",
+    "describe_entry",
+    "parse_authorization_details",
+]
+
+# RFC 9396 section 2.2: the common data fields and their JSON types.
+COMMON_FIELDS: dict[str, str] = {
+    "type": "string",
+    "locations": "array of strings",
+    "actions": "array of strings",
+    "datatypes": "array of strings",
+    "identifier": "string",
+    "privileges": "array of strings",
+}
+_STRING_ARRAYS = ("locations", "actions", "datatypes", "privileges")
+_MAX_DEPTH = 5
+_MAX_STRING = 512
+
+DEFAULT_TYPES: dict[str, AuthorizationDetailsTypeConfig] = {
+    "iam_policy": AuthorizationDetailsTypeConfig(
+        description="Change an IAM policy",
+        template="{actions} IAM policy {identifier}",
+        actions=["read", "update", "delete"],
+        require_identifier=True,
+    ),
+    "key_rotation": AuthorizationDetailsTypeConfig(
+        description="Rotate the signing key of a service account",
+        template="{actions} the key of {identifier}",
+        actions=["rotate"],
+        require_identifier=True,
+    ),
+    "payment_initiation": AuthorizationDetailsTypeConfig(
+        description="Initiate a payment",
+        template="{actions} payment of {instructedAmount} to {creditorName}",
+        actions=["initiate"],
+        fields={"instructedAmount": "object", "creditorName": "string", "creditorAccount": "object"},
+    ),
+}
+
+_KIND_CHECK: dict[FieldKind, tuple[type, ...]] = {
+    "string": (str,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TypeRegistry:
+    """The authorization details types this service knows, by name."""
+
+    types: Mapping[str, AuthorizationDetailsTypeConfig]
+
+    @classmethod
+    def from_config(cls, configured: Mapping[str, AuthorizationDetailsTypeConfig]) -> TypeRegistry:
+        return cls(types=dict(configured) if configured else dict(DEFAULT_TYPES))
+
+    def get(self, type_name: str) -> AuthorizationDetailsTypeConfig | None:
+        return self.types.get(type_name)
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def _fail(index: int, message: str) -> InvalidAuthorizationDetails:
+    return InvalidAuthorizationDetails(f"authorization_details[{index}]: {message}")
+
+
+def _check_string_array(index: int, field: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise _fail(index, f"'{field}' must be a non-empty array of strings")
+    for position, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise _fail(index, f"'{field}'[{position}] must be a non-empty string")
+        if len(item) > _MAX_STRING:
+            raise _fail(index, f"'{field}'[{position}] is longer than {_MAX_STRING} characters")
+    if len(set(value)) != len(value):
+        raise _fail(index, f"'{field}' has duplicate values")
+    return value
+
+
+def _check_location(index: int, position: int, location: str) -> None:
+    # Locations are compared as exact URIs at the resource server; a relative or
+    # fragment-carrying location could be matched ambiguously, so only absolute URIs pass.
+    parts = urlsplit(location)
+    if parts.scheme not in ("https", "http") or not parts.netloc or parts.fragment:
+        raise _fail(index, f"'locations'[{position}] must be an absolute http(s) URI without fragment")
+
+
+def _check_entry(
+    index: int,
+    entry: Any,
+    *,
+    registry: TypeRegistry,
+    allowed_types: Sequence[str] | None,
+) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        raise _fail(index, "must be a JSON object")
+    type_name = entry.get("type")
+    if type_name is None:
+        raise _fail(index, "'type' is required")
+    if not isinstance(type_name, str) or not type_name:
+        raise _fail(index, "'type' must be a non-empty string")
+    spec = registry.get(type_name)
+    if spec is None:
+        raise _fail(index, f"unknown type '{type_name}'")
+    if allowed_types is not None and type_name not in allowed_types:
+        raise _fail(index, f"type '{type_name}' is not allowed for this client")
+    for field in _STRING_ARRAYS:
+        if field in entry:
+            _check_string_array(index, field, entry[field])
+    if "identifier" in entry and (not isinstance(entry["identifier"], str) or not entry["identifier"]):
+        raise _fail(index, "'identifier' must be a non-empty string")
+    for position, location in enumerate(entry.get("locations", [])):
+        _check_location(index, position, location)
+    if "actions" not in entry:
+        raise _fail(index, f"'actions' is required for type '{type_name}'")
+    for action in entry["actions"]:
+        if action not in spec.actions:
+            raise _fail(index, f"action '{action}' is not defined for type '{type_name}'")
+    if spec.require_identifier and "identifier" not in entry:
+        raise _fail(index, f"'identifier' is required for type '{type_name}'")
+    if spec.require_locations and "locations" not in entry:
+        raise _fail(index, f"'locations' is required for type '{type_name}'")
+    for field, value in entry.items():
+        if field in COMMON_FIELDS:
+            continue
+        kind = spec.fields.get(field)
+        if kind is None:
+            # Unknown fields are refused rather than ignored: the user would approve text the
+            # resource server might interpret, and a silently dropped field could widen access.
+            raise _fail(index, f"field '{field}' is not defined for type '{type_name}'")
+        if not isinstance(value, _KIND_CHECK[kind]) or (kind != "boolean" and isinstance(value, bool)):
+            raise _fail(index, f"field '{field}' must be of JSON type {kind}")
+    if _depth(entry) > _MAX_DEPTH:
+        raise _fail(index, f"nested deeper than {_MAX_DEPTH} levels")
+    return entry
+
+
+def parse_authorization_details(
+    raw: str,
+    *,
+    registry: TypeRegistry,
+    allowed_types: Sequence[str] | None,
+    max_entries: int,
+    max_bytes: int,
+) -> list[dict[str, Any]]:
+    """Parse and validate the ``authorization_details`` request parameter."""
+    if len(raw.encode("utf-8")) > max_bytes:
+        raise InvalidAuthorizationDetails(f"authorization_details is larger than {max_bytes} bytes")
+    try:
+        value = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidAuthorizationDetails(f"authorization_details is not valid JSON: {exc}") from None
+    if not isinstance(value, list):
+        raise InvalidAuthorizationDetails("authorization_details must be a JSON array")
+    if not value:
+        raise InvalidAuthorizationDetails("authorization_details must not be empty")
+    if len(value) > max_entries:
+        raise InvalidAuthorizationDetails(
+            f"authorization_details has {len(value)} entries; at most {max_entries} are allowed"
+        )
+    return [
+        _check_entry(index, entry, registry=registry, allowed_types=allowed_types)
+        for index, entry in enumerate(value)
+    ]
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259) and have no JCS form, so they cannot be signed.
+    raise ValueError(f"{name} is not allowed")
+
+
+def describe_entry(entry: Mapping[str, Any], *, registry: TypeRegistry) -> str:
+    """The readable sentence the approval page shows for one entry."""
+    spec = registry.get(str(entry.get("type")))
+    values: dict[str, str] = {
+        "actions": ", ".join(entry.get("actions", [])),
+        "identifier": str(entry.get("identifier", "")),
+        "locations": ", ".join(entry.get("locations", [])),
+    }
+    for key, value in entry.items():
+        if key not in values:
+            values[key] = _readable(value)
+    template = spec.template if spec else "{actions} {identifier}"
+    try:
+        text = template.format_map(_Defaulting(values))
+    except (ValueError, IndexError):
+        text = json.dumps(entry, sort_keys=True)
+    return " ".join(text.split())
+
+
+def _readable(value: Any) -> str:
+    if isinstance(value, dict):
+        if set(value) >= {"amount", "currency"}:
+            return f"{value['amount']} {value['currency']}"
+        return ", ".join(f"{k}={_readable(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_readable(v) for v in value)
+    return str(value)
+
+
+class _Defaulting(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "?"

@@ -1,0 +1,191 @@
+"""The state interface. The protocol core talks to this and nothing else, so a Redis store
+can replace SQLite without touching it.
+
+Every state transition that guards a security property is a single compare-and-set here
+(``decide``, ``mark_issued``, ``consume_enrollment``, ``update_sign_count``), so two
+concurrent calls can never both win, whatever the backing store.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ApprovalReceipt",
+    "BackchannelRequest",
+    "Enrollment",
+    "Passkey",
+    "RequestStatus",
+    "Store",
+    "User",
+]
+
+
+class RequestStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    ISSUED = "issued"
+
+
+@dataclass(frozen=True, kw_only=True)
+class User:
+    user_id: str
+    username: str
+    display_name: str
+    # WebAuthn user handle: random, never the username (WebAuthn L3 14.6.1, privacy).
+    user_handle: bytes
+    enabled: bool = True
+    created_at: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Passkey:
+    credential_id: bytes
+    user_id: str
+    public_key: bytes  # COSE_Key
+    sign_count: int
+    transports: list[str] = field(default_factory=list)
+    created_at: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Enrollment:
+    token_hash: str
+    user_id: str
+    expires_at: int
+    challenge: bytes | None = None
+    used: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackchannelRequest:
+    """One CIBA authentication request, from ``/bc-authorize`` to the token."""
+
+    request_id: str
+    # SHA-256 of the auth_req_id: a leaked database does not hand out redeemable ids.
+    auth_req_id_hash: str
+    approval_id: str
+    client_id: str
+    client_name: str
+    user_id: str
+    scope: str
+    binding_message: str | None
+    authorization_details: list[dict[str, Any]]
+    created_at: int
+    expires_at: int
+    interval: int
+    nonce: str
+    status: RequestStatus = RequestStatus.PENDING
+    last_poll_at: int | None = None
+    decided_at: int | None = None
+    receipt_id: str | None = None
+    token_jti: str | None = None
+    # keycloak mode: what the channel needs to answer Keycloak (see keycloak.py).
+    upstream: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalReceipt:
+    """Evidence of one approval that anyone with the public key can re-verify."""
+
+    receipt_id: str
+    request_id: str
+    user_id: str
+    credential_id: bytes
+    credential_public_key: bytes
+    preimage: bytes  # the JCS bytes whose SHA-256 was the WebAuthn challenge
+    challenge: str  # base64url SHA-256 of preimage
+    assertion: dict[str, Any]  # the PublicKeyCredential JSON as the browser sent it
+    rp_id: str
+    origin: str
+    created_at: int
+
+
+class Store(ABC):
+    """Persistent state of the service."""
+
+    # users and passkeys
+    @abstractmethod
+    def add_user(self, user: User) -> None: ...
+
+    @abstractmethod
+    def get_user(self, user_id: str) -> User | None: ...
+
+    @abstractmethod
+    def find_user(self, username: str) -> User | None: ...
+
+    @abstractmethod
+    def list_users(self) -> list[User]: ...
+
+    @abstractmethod
+    def add_passkey(self, passkey: Passkey) -> None: ...
+
+    @abstractmethod
+    def passkeys_for(self, user_id: str) -> list[Passkey]: ...
+
+    @abstractmethod
+    def update_sign_count(self, credential_id: bytes, *, old: int, new: int) -> bool:
+        """Set the counter only if it still is ``old``; False if another use raced us."""
+
+    # enrollment
+    @abstractmethod
+    def add_enrollment(self, enrollment: Enrollment) -> None: ...
+
+    @abstractmethod
+    def get_enrollment(self, token_hash: str) -> Enrollment | None: ...
+
+    @abstractmethod
+    def set_enrollment_challenge(self, token_hash: str, challenge: bytes) -> None: ...
+
+    @abstractmethod
+    def consume_enrollment(self, token_hash: str, *, now: int) -> bool:
+        """Mark the link used; False if it was used or expired already."""
+
+    # backchannel requests
+    @abstractmethod
+    def add_request(self, request: BackchannelRequest) -> None: ...
+
+    @abstractmethod
+    def get_request(self, request_id: str) -> BackchannelRequest | None: ...
+
+    @abstractmethod
+    def find_request_by_auth_req_id(self, auth_req_id_hash: str) -> BackchannelRequest | None: ...
+
+    @abstractmethod
+    def find_request_by_approval_id(self, approval_id: str) -> BackchannelRequest | None: ...
+
+    @abstractmethod
+    def record_poll(self, request_id: str, *, now: int, interval: int) -> None:
+        """Remember the poll time and the (possibly raised) interval."""
+
+    @abstractmethod
+    def decide(
+        self,
+        request_id: str,
+        *,
+        status: RequestStatus,
+        now: int,
+        receipt: ApprovalReceipt | None = None,
+    ) -> bool:
+        """Move a pending request to approved/denied, storing the receipt in the same step.
+        False if it was not pending any more (decided once, CIBA 7.3 / DESIGN 5)."""
+
+    @abstractmethod
+    def mark_issued(self, request_id: str, *, jti: str) -> bool:
+        """Approved -> issued; False if a token was already issued for it."""
+
+    @abstractmethod
+    def set_upstream(self, request_id: str, upstream: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def delete_request(self, request_id: str) -> None: ...
+
+    @abstractmethod
+    def get_receipt(self, receipt_id: str) -> ApprovalReceipt | None: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""

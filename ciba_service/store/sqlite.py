@@ -1,0 +1,303 @@
+"""SQLite store: the embedded default. WAL journal, one connection guarded by a lock; every
+guarded transition is a single ``UPDATE ... WHERE <old state>`` so it is atomic."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from .base import (
+    ApprovalReceipt,
+    BackchannelRequest,
+    Enrollment,
+    Passkey,
+    RequestStatus,
+    Store,
+    User,
+)
+
+__all__ = ["SQLiteStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    user_id TEXT PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    display_name TEXT NOT NULL,
+    user_handle BLOB NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS passkeys (
+    credential_id BLOB PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(user_id),
+    public_key BLOB NOT NULL,
+    sign_count INTEGER NOT NULL,
+    transports TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS enrollments (
+    token_hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(user_id),
+    expires_at INTEGER NOT NULL,
+    challenge BLOB,
+    used INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY,
+    auth_req_id_hash TEXT NOT NULL UNIQUE,
+    approval_id TEXT NOT NULL UNIQUE,
+    client_id TEXT NOT NULL,
+    client_name TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    binding_message TEXT,
+    authorization_details TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    interval INTEGER NOT NULL,
+    nonce TEXT NOT NULL,
+    status TEXT NOT NULL,
+    last_poll_at INTEGER,
+    decided_at INTEGER,
+    receipt_id TEXT,
+    token_jti TEXT,
+    upstream TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS receipts (
+    receipt_id TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    credential_id BLOB NOT NULL,
+    credential_public_key BLOB NOT NULL,
+    preimage BLOB NOT NULL,
+    challenge TEXT NOT NULL,
+    assertion TEXT NOT NULL,
+    rp_id TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+"""
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: Path | str) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # synchronous=FULL: a decision acknowledged to the user survives a power cut.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _one(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Row | None:
+        with self._lock:
+            row: sqlite3.Row | None = self._db.execute(sql, params).fetchone()
+            return row
+
+    def _exec(self, sql: str, params: tuple[Any, ...]) -> int:
+        with self._lock:
+            return self._db.execute(sql, params).rowcount
+
+    # users and passkeys -------------------------------------------------------------
+    def add_user(self, user: User) -> None:
+        self._exec(
+            "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?)",
+            (user.user_id, user.username, user.display_name, user.user_handle,
+             int(user.enabled), user.created_at),
+        )
+
+    @staticmethod
+    def _user(row: sqlite3.Row | None) -> User | None:
+        if row is None:
+            return None
+        return User(
+            user_id=row["user_id"], username=row["username"], display_name=row["display_name"],
+            user_handle=bytes(row["user_handle"]), enabled=bool(row["enabled"]),
+            created_at=row["created_at"],
+        )
+
+    def get_user(self, user_id: str) -> User | None:
+        return self._user(self._one("SELECT * FROM users WHERE user_id = ?", (user_id,)))
+
+    def find_user(self, username: str) -> User | None:
+        return self._user(self._one("SELECT * FROM users WHERE username = ?", (username,)))
+
+    def list_users(self) -> list[User]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM users ORDER BY created_at").fetchall()
+        return [u for u in (self._user(r) for r in rows) if u is not None]
+
+    def add_passkey(self, passkey: Passkey) -> None:
+        self._exec(
+            "INSERT INTO passkeys VALUES (?, ?, ?, ?, ?, ?)",
+            (passkey.credential_id, passkey.user_id, passkey.public_key, passkey.sign_count,
+             json.dumps(passkey.transports), passkey.created_at),
+        )
+
+    def passkeys_for(self, user_id: str) -> list[Passkey]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM passkeys WHERE user_id = ? ORDER BY created_at", (user_id,)
+            ).fetchall()
+        return [
+            Passkey(
+                credential_id=bytes(r["credential_id"]), user_id=r["user_id"],
+                public_key=bytes(r["public_key"]), sign_count=r["sign_count"],
+                transports=json.loads(r["transports"]), created_at=r["created_at"],
+            )
+            for r in rows
+        ]
+
+    def update_sign_count(self, credential_id: bytes, *, old: int, new: int) -> bool:
+        return self._exec(
+            "UPDATE passkeys SET sign_count = ? WHERE credential_id = ? AND sign_count = ?",
+            (new, credential_id, old),
+        ) == 1
+
+    # enrollment ---------------------------------------------------------------------
+    def add_enrollment(self, enrollment: Enrollment) -> None:
+        self._exec(
+            "INSERT INTO enrollments VALUES (?, ?, ?, ?, ?)",
+            (enrollment.token_hash, enrollment.user_id, enrollment.expires_at,
+             enrollment.challenge, int(enrollment.used)),
+        )
+
+    def get_enrollment(self, token_hash: str) -> Enrollment | None:
+        row = self._one("SELECT * FROM enrollments WHERE token_hash = ?", (token_hash,))
+        if row is None:
+            return None
+        return Enrollment(
+            token_hash=row["token_hash"], user_id=row["user_id"], expires_at=row["expires_at"],
+            challenge=bytes(row["challenge"]) if row["challenge"] is not None else None,
+            used=bool(row["used"]),
+        )
+
+    def set_enrollment_challenge(self, token_hash: str, challenge: bytes) -> None:
+        self._exec(
+            "UPDATE enrollments SET challenge = ? WHERE token_hash = ? AND used = 0",
+            (challenge, token_hash),
+        )
+
+    def consume_enrollment(self, token_hash: str, *, now: int) -> bool:
+        return self._exec(
+            "UPDATE enrollments SET used = 1 WHERE token_hash = ? AND used = 0 AND expires_at > ?",
+            (token_hash, now),
+        ) == 1
+
+    # requests -------------------------------------------------------------------------
+    def add_request(self, request: BackchannelRequest) -> None:
+        r = request
+        self._exec(
+            "INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (r.request_id, r.auth_req_id_hash, r.approval_id, r.client_id, r.client_name,
+             r.user_id, r.scope, r.binding_message, json.dumps(r.authorization_details),
+             r.created_at, r.expires_at, r.interval, r.nonce, r.status.value, r.last_poll_at,
+             r.decided_at, r.receipt_id, r.token_jti, json.dumps(r.upstream)),
+        )
+
+    @staticmethod
+    def _request(row: sqlite3.Row | None) -> BackchannelRequest | None:
+        if row is None:
+            return None
+        return BackchannelRequest(
+            request_id=row["request_id"], auth_req_id_hash=row["auth_req_id_hash"],
+            approval_id=row["approval_id"], client_id=row["client_id"],
+            client_name=row["client_name"], user_id=row["user_id"], scope=row["scope"],
+            binding_message=row["binding_message"],
+            authorization_details=json.loads(row["authorization_details"]),
+            created_at=row["created_at"], expires_at=row["expires_at"],
+            interval=row["interval"], nonce=row["nonce"], status=RequestStatus(row["status"]),
+            last_poll_at=row["last_poll_at"], decided_at=row["decided_at"],
+            receipt_id=row["receipt_id"], token_jti=row["token_jti"],
+            upstream=json.loads(row["upstream"]),
+        )
+
+    def get_request(self, request_id: str) -> BackchannelRequest | None:
+        return self._request(self._one("SELECT * FROM requests WHERE request_id = ?", (request_id,)))
+
+    def find_request_by_auth_req_id(self, auth_req_id_hash: str) -> BackchannelRequest | None:
+        return self._request(
+            self._one("SELECT * FROM requests WHERE auth_req_id_hash = ?", (auth_req_id_hash,))
+        )
+
+    def find_request_by_approval_id(self, approval_id: str) -> BackchannelRequest | None:
+        return self._request(
+            self._one("SELECT * FROM requests WHERE approval_id = ?", (approval_id,))
+        )
+
+    def record_poll(self, request_id: str, *, now: int, interval: int) -> None:
+        self._exec(
+            "UPDATE requests SET last_poll_at = ?, interval = ? WHERE request_id = ?",
+            (now, interval, request_id),
+        )
+
+    def decide(
+        self,
+        request_id: str,
+        *,
+        status: RequestStatus,
+        now: int,
+        receipt: ApprovalReceipt | None = None,
+    ) -> bool:
+        if status not in (RequestStatus.APPROVED, RequestStatus.DENIED):
+            raise ValueError(f"cannot decide a request as {status}")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                changed = self._db.execute(
+                    "UPDATE requests SET status = ?, decided_at = ?, receipt_id = ? "
+                    "WHERE request_id = ? AND status = 'pending' AND expires_at > ?",
+                    (status.value, now, receipt.receipt_id if receipt else None, request_id, now),
+                ).rowcount
+                if changed == 1 and receipt is not None:
+                    rc = receipt
+                    self._db.execute(
+                        "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (rc.receipt_id, rc.request_id, rc.user_id, rc.credential_id,
+                         rc.credential_public_key, rc.preimage, rc.challenge,
+                         json.dumps(rc.assertion), rc.rp_id, rc.origin, rc.created_at),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return changed == 1
+
+    def mark_issued(self, request_id: str, *, jti: str) -> bool:
+        return self._exec(
+            "UPDATE requests SET status = 'issued', token_jti = ? "
+            "WHERE request_id = ? AND status = 'approved'",
+            (jti, request_id),
+        ) == 1
+
+    def set_upstream(self, request_id: str, upstream: dict[str, Any]) -> None:
+        self._exec(
+            "UPDATE requests SET upstream = ? WHERE request_id = ?",
+            (json.dumps(upstream), request_id),
+        )
+
+    def delete_request(self, request_id: str) -> None:
+        self._exec("DELETE FROM requests WHERE request_id = ?", (request_id,))
+
+    def get_receipt(self, receipt_id: str) -> ApprovalReceipt | None:
+        row = self._one("SELECT * FROM receipts WHERE receipt_id = ?", (receipt_id,))
+        if row is None:
+            return None
+        return ApprovalReceipt(
+            receipt_id=row["receipt_id"], request_id=row["request_id"], user_id=row["user_id"],
+            credential_id=bytes(row["credential_id"]),
+            credential_public_key=bytes(row["credential_public_key"]),
+            preimage=bytes(row["preimage"]), challenge=row["challenge"],
+            assertion=json.loads(row["assertion"]), rp_id=row["rp_id"], origin=row["origin"],
+            created_at=row["created_at"],
+        )

@@ -1,0 +1,183 @@
+"""The thin FastAPI layer: HTTP in, :class:`Provider` calls, HTTP out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import BackgroundTasks, Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import ApprovalError, InvalidRequest, OAuthError
+from ..params import Params
+from ..provider import Provider
+
+__all__ = ["create_app"]
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# The approval and enrollment pages: no framing (clickjacking an Approve button), no
+# referrer (the approval id in the URL must not leak to other origins), scripts only from us.
+_PAGE_HEADERS = {
+    **_NO_STORE,
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+_MAX_FORM_BYTES = 64 * 1024
+
+
+def _static(name: str) -> str:
+    return resources.files("ciba_service.web").joinpath("static", name).read_text("utf-8")
+
+
+async def form_params(request: Request) -> Params:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise InvalidRequest("the request body must be application/x-www-form-urlencoded")
+    body = await request.body()
+    if len(body) > _MAX_FORM_BYTES:
+        raise InvalidRequest("request body too large")
+    from urllib.parse import parse_qsl
+
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise InvalidRequest("request body is not UTF-8") from None
+    return Params(pairs)
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    # Requiring JSON forces a CORS preflight, so another site cannot POST here from a form.
+    if content_type != "application/json":
+        raise ApprovalError("the request body must be application/json")
+    body = await request.body()
+    if len(body) > _MAX_FORM_BYTES:
+        raise ApprovalError("request body too large")
+    try:
+        value = json.loads(body or b"{}")
+    except ValueError:
+        raise ApprovalError("request body is not JSON") from None
+    if not isinstance(value, dict):
+        raise ApprovalError("request body must be a JSON object")
+    return value
+
+
+FormParams = Annotated[Params, Depends(form_params)]
+JsonBody = Annotated[dict[str, Any], Depends(json_body)]
+
+
+def create_app(provider: Provider) -> FastAPI:
+    app = FastAPI(
+        title="ciba-service",
+        summary="Just-in-time, passkey-approved authorization for AI agents (OpenID CIBA + RFC 9396)",
+        version="0.1.0",
+    )
+    app.state.provider = provider
+
+    @app.exception_handler(OAuthError)
+    async def _oauth_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, OAuthError)
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
+
+    @app.exception_handler(ApprovalError)
+    async def _approval_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApprovalError)
+        return JSONResponse(
+            {"error": exc.code, "error_description": exc.description},
+            status_code=exc.status_code,
+            headers=_NO_STORE,
+        )
+
+    def offload(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        # scrypt and SQLite block; keep them off the event loop.
+        async def call(*args: Any) -> Any:
+            return await run_in_threadpool(fn, *args)
+
+        return call
+
+    @app.get("/.well-known/openid-configuration")
+    async def discovery() -> JSONResponse:
+        return JSONResponse(provider.discovery())
+
+    @app.get("/jwks.json")
+    async def jwks() -> JSONResponse:
+        return JSONResponse(provider.signing_key.jwks(), headers={"Cache-Control": "max-age=300"})
+
+    @app.post("/bc-authorize")
+    async def bc_authorize(request: Request, params: FormParams, tasks: BackgroundTasks) -> JSONResponse:
+        result = await offload(provider.backchannel_authenticate)(
+            params, request.headers.get("authorization")
+        )
+        if result.notice is not None:
+            tasks.add_task(provider.notifier.notify, result.notice)
+        return JSONResponse(result.response, headers=_NO_STORE)
+
+    @app.post("/token")
+    async def token(request: Request, params: FormParams) -> JSONResponse:
+        body = await offload(provider.token)(params, request.headers.get("authorization"))
+        return JSONResponse(body, headers=_NO_STORE)
+
+    # the user's side -----------------------------------------------------------------
+    @app.get("/approve/{approval_id}", response_class=HTMLResponse)
+    async def approval_page(approval_id: str) -> HTMLResponse:
+        return HTMLResponse(_static("approve.html"), headers=_PAGE_HEADERS)
+
+    @app.get("/approve/{approval_id}/details")
+    async def approval_details(approval_id: str) -> JSONResponse:
+        view = await offload(provider.approval_view)(approval_id)
+        return JSONResponse(view, headers=_NO_STORE)
+
+    @app.post("/approve/{approval_id}/approve")
+    async def approve(approval_id: str, body: JsonBody) -> JSONResponse:
+        credential = body.get("credential")
+        if not isinstance(credential, dict):
+            raise ApprovalError("'credential' must be the PublicKeyCredential JSON")
+        result = await offload(provider.approve)(approval_id, credential)
+        return JSONResponse(result, headers=_NO_STORE)
+
+    @app.post("/approve/{approval_id}/deny")
+    async def deny(approval_id: str, body: JsonBody) -> JSONResponse:
+        result = await offload(provider.deny)(approval_id)
+        return JSONResponse(result, headers=_NO_STORE)
+
+    @app.get("/enroll/{token}", response_class=HTMLResponse)
+    async def enrollment_page(token: str) -> HTMLResponse:
+        return HTMLResponse(_static("enroll.html"), headers=_PAGE_HEADERS)
+
+    @app.get("/enroll/{token}/details")
+    async def enrollment_details(token: str) -> JSONResponse:
+        return JSONResponse(await offload(provider.enrollment_view)(token), headers=_NO_STORE)
+
+    @app.post("/enroll/{token}/options")
+    async def enrollment_options(token: str, body: JsonBody) -> JSONResponse:
+        return JSONResponse(await offload(provider.enrollment_options)(token), headers=_NO_STORE)
+
+    @app.post("/enroll/{token}/complete")
+    async def enrollment_complete(token: str, body: JsonBody) -> JSONResponse:
+        credential = body.get("credential")
+        if not isinstance(credential, dict):
+            raise ApprovalError("'credential' must be the PublicKeyCredential JSON")
+        return JSONResponse(await offload(provider.complete_enrollment)(token, credential), headers=_NO_STORE)
+
+    @app.get("/static/{name}")
+    async def static(name: str) -> Response:
+        allowed = {"webauthn.js": "text/javascript", "approve.js": "text/javascript",
+                   "enroll.js": "text/javascript", "style.css": "text/css"}
+        if name not in allowed:
+            return JSONResponse({"error": "not_found"}, status_code=404)
+        return Response(_static(name), media_type=allowed[name],
+                        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
