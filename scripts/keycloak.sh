@@ -57,6 +57,9 @@ REALM_DIR="${REPO_ROOT}/realm-export"
 log() { printf '[keycloak.sh] %s\n' "$*" >&2; }
 die() { printf '[keycloak.sh] ERROR: %s\n' "$*" >&2; exit 1; }
 
+# Maven quietly, without the stray ANSI reset codes Debian's Maven 3.8.7 prints even with -q -B.
+mvnq() { mvn -q -B "$@" 2>&1 | sed -e 's/\x1b\[[0-9;]*m//g'; }
+
 need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is required (apt-get install $2)"; }
 
 log_tail() {
@@ -113,7 +116,7 @@ cmd_fetch() {
         rm -f "$ZIP_FILE"
         log "downloading ${KC_ARTIFACT} from Maven Central (about 169 MiB) ..."
         # -C: fail on a checksum mismatch against the repository's .sha1 (Maven's default only warns).
-        mvn -q -B -C "${DEP_PLUGIN}:copy" \
+        mvnq -C "${DEP_PLUGIN}:copy" \
             -Dartifact="$KC_ARTIFACT" -DoutputDirectory="$CACHE_DIR" -Dmdep.overWriteReleases=true \
             || die "Maven could not download ${KC_ARTIFACT}"
         [ -f "$ZIP_FILE" ] || die "Maven finished but $ZIP_FILE is missing"
@@ -140,7 +143,7 @@ cmd_build_extension() {
     need mvn maven
     [ -x "$DIST_DIR/bin/kc.sh" ] || cmd_fetch
     log "building keycloak-config (protocol mapper + unit tests) ..."
-    mvn -q -B -f "$EXT_POM" package || die "extension build failed (mvn -f keycloak-config/pom.xml package)"
+    mvnq -f "$EXT_POM" package || die "extension build failed (mvn -f keycloak-config/pom.xml package)"
     [ -f "$EXT_JAR" ] || die "build succeeded but $EXT_JAR is missing"
     # Report the unit-test count from Surefire's XML (mvn -q hides the summary).
     local reports="${REPO_ROOT}/keycloak-config/target/surefire-reports" tests
@@ -184,8 +187,7 @@ cmd_start() {
     JAVA_HOME="$java_home" \
     KC_BOOTSTRAP_ADMIN_USERNAME=admin \
     KC_BOOTSTRAP_ADMIN_PASSWORD=admin \
-        setsid "$DIST_DIR/bin/kc.sh" start-dev --import-realm \
-            --config-file="$KC_CONF" \
+        setsid "$DIST_DIR/bin/kc.sh" --config-file="$KC_CONF" start-dev --import-realm \
             --http-host=127.0.0.1 \
             --http-port="$HTTP_PORT" \
             --http-management-port="$MGMT_PORT" \
@@ -196,7 +198,7 @@ cmd_start() {
     if ! wait_ready "$WAIT_TIMEOUT"; then
         log_tail
         cmd_stop >/dev/null 2>&1 || true
-        die "Keycloak did not become ready within ${WAIT_TIMEOUT}s"
+        die "Keycloak failed to start (exited, or not ready within ${WAIT_TIMEOUT}s); full log: $LOG_FILE"
     fi
     t1="$(date +%s.%N)"
     # The realm must have been imported by *this* start.

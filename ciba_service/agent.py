@@ -1,0 +1,168 @@
+"""The agent side: a CIBA client (poll mode) built on authlib's OAuth 2.0 client."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import warnings
+
+import httpx
+
+import authlib.deprecate  # installs authlib's own warning filter; ours must come after it
+
+with warnings.catch_warnings():
+    # authlib >= 1.7 prefers the httpx2 fork and warns when it falls back to httpx; we use
+    # httpx on purpose (respx, FastAPI's test client and python-keycloak speak httpx).
+    warnings.simplefilter("ignore")
+    from authlib.integrations.base_client import OAuthError as AuthlibOAuthError
+    from authlib.integrations.httpx_client import OAuth2Client
+
+from .backchannel import CIBA_GRANT_TYPE
+
+__all__ = ["AgentError", "CibaAgent", "PendingRequest"]
+
+
+class AgentError(Exception):
+    """The provider answered with an OAuth error."""
+
+    def __init__(self, error: str, description: str | None = None, status: int | None = None) -> None:
+        super().__init__(f"{error}: {description}" if description else error)
+        self.error = error
+        self.description = description
+        self.status = status
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingRequest:
+    auth_req_id: str
+    expires_in: int
+    interval: int
+    started_at: float
+    binding_message: str | None
+
+
+class CibaAgent:
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        client_id: str,
+        client_secret: str,
+        auth_method: str = "client_secret_basic",
+        transport: httpx.BaseTransport | None = None,
+        discovery_url: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.issuer = issuer.rstrip("/")
+        self._discovery_url = discovery_url or f"{self.issuer}/.well-known/openid-configuration"
+        self._metadata: dict[str, Any] | None = None
+        self._sleep = sleep
+        kwargs: dict[str, Any] = {}
+        if transport is not None:
+            kwargs["transport"] = transport
+        self._oauth = OAuth2Client(
+            client_id=client_id,
+            client_secret=client_secret,
+            token_endpoint_auth_method=auth_method,
+            timeout=10.0,
+            **kwargs,
+        )
+        self._auth_method = auth_method
+
+    def close(self) -> None:
+        self._oauth.close()
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        if self._metadata is None:
+            response = self._oauth.request("GET", self._discovery_url, withhold_token=True)
+            response.raise_for_status()
+            self._metadata = response.json()
+        return self._metadata
+
+    def request(
+        self,
+        *,
+        login_hint: str,
+        authorization_details: list[dict[str, Any]],
+        scope: str = "openid",
+        binding_message: str | None = None,
+        requested_expiry: int | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> PendingRequest:
+        """Send the backchannel authentication request (CIBA 7.1)."""
+        data: dict[str, str] = {
+            "scope": scope,
+            "login_hint": login_hint,
+            "authorization_details": json.dumps(authorization_details, separators=(",", ":")),
+        }
+        if binding_message is not None:
+            data["binding_message"] = binding_message
+        if requested_expiry is not None:
+            data["requested_expiry"] = str(requested_expiry)
+        data.update(extra or {})
+        response = self._oauth.request(
+            "POST",
+            self.metadata["backchannel_authentication_endpoint"],
+            data=data,
+            auth=self._oauth.client_auth(self._auth_method),
+            withhold_token=True,
+        )
+        body = _json(response)
+        if response.status_code != 200:
+            raise AgentError(str(body.get("error", "server_error")), body.get("error_description"),
+                             response.status_code)
+        return PendingRequest(
+            auth_req_id=body["auth_req_id"],
+            expires_in=int(body["expires_in"]),
+            interval=int(body.get("interval", 5)),  # CIBA 7.3: default 5 s when absent
+            started_at=time.monotonic(),
+            binding_message=binding_message,
+        )
+
+    def poll_once(self, auth_req_id: str) -> dict[str, Any]:
+        try:
+            token: dict[str, Any] = self._oauth.fetch_token(
+                self.metadata["token_endpoint"],
+                grant_type=CIBA_GRANT_TYPE,
+                auth_req_id=auth_req_id,
+            )
+        except AuthlibOAuthError as exc:
+            raise AgentError(str(exc.error), exc.description) from None
+        return dict(token)
+
+    def wait(
+        self,
+        pending: PendingRequest,
+        *,
+        on_tick: Callable[[str, float], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll at the provider's interval until a token, a denial or expiry (CIBA 7.3, 11)."""
+        interval = pending.interval
+        deadline = pending.started_at + pending.expires_in
+        while True:
+            remaining = deadline - time.monotonic()
+            if on_tick:
+                on_tick("waiting for approval", max(0.0, remaining))
+            try:
+                return self.poll_once(pending.auth_req_id)
+            except AgentError as exc:
+                if exc.error == "authorization_pending":
+                    pass
+                elif exc.error == "slow_down":
+                    interval += 5
+                else:
+                    raise
+            self._sleep(interval)
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        value = response.json()
+    except ValueError:
+        return {"error": "server_error", "error_description": f"HTTP {response.status_code}"}
+    return value if isinstance(value, dict) else {"error": "server_error"}

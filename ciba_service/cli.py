@@ -1,0 +1,206 @@
+"""``ciba-service``: serve, manage users and clients, act as an agent, run the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import jwt
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from .config import Settings, load_settings
+from .security import hash_secret, new_id
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(no_args_is_help=True, help="Just-in-time, passkey-approved authorization for AI agents.")
+users_app = typer.Typer(no_args_is_help=True, help="Users of the approval side (embedded mode).")
+clients_app = typer.Typer(no_args_is_help=True, help="Agent (OAuth client) registration helpers.")
+agent_app = typer.Typer(no_args_is_help=True, help="Act as an agent: request approval for an action.")
+receipts_app = typer.Typer(no_args_is_help=True, help="Approval receipts.")
+app.add_typer(users_app, name="users")
+app.add_typer(clients_app, name="clients")
+app.add_typer(agent_app, name="agent")
+app.add_typer(receipts_app, name="receipts")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML configuration file (default: $CIBA_CONFIG)."),
+]
+err = Console(stderr=True)
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except (FileNotFoundError, ValueError) as exc:
+        err.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the service (embedded mode unless configured otherwise)."""
+    import uvicorn
+
+    from .service import build_app
+
+    settings = _settings(config)
+    err.print(f"ciba-service {settings.mode} mode, issuer {settings.issuer}, data in {settings.data_dir}")
+    uvicorn.run(build_app(settings), host=host, port=port, log_level="info")
+
+
+@users_app.command("add")
+def users_add(
+    name: str,
+    display_name: Annotated[str | None, typer.Option(help="Name shown on the passkey prompt.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create a user and print a one-time passkey enrollment link."""
+    from .errors import ApprovalError
+    from .service import build_provider
+
+    provider = build_provider(_settings(config))
+    try:
+        _, link = provider.add_user(username=name, display_name=display_name)
+    except ApprovalError as exc:
+        err.print(f"[red]{exc.description}[/]")
+        raise typer.Exit(1) from None
+    typer.echo(link)
+
+
+@users_app.command("enroll-link")
+def users_enroll_link(name: str, config: ConfigOption = None) -> None:
+    """Print a new one-time enrollment link for an existing user (another passkey)."""
+    from .service import build_provider
+
+    provider = build_provider(_settings(config))
+    user = provider.store.find_user(name)
+    if user is None:
+        err.print(f"[red]no user {name!r}[/]")
+        raise typer.Exit(1)
+    typer.echo(provider.new_enrollment_link(user))
+
+
+@users_app.command("list")
+def users_list(config: ConfigOption = None) -> None:
+    """List users and how many passkeys each has."""
+    from .service import build_provider
+
+    provider = build_provider(_settings(config))
+    for user in provider.store.list_users():
+        count = len(provider.store.passkeys_for(user.user_id))
+        typer.echo(f"{user.username}\t{user.user_id}\tpasskeys={count}\tenabled={user.enabled}")
+
+
+@clients_app.command("hash-secret")
+def clients_hash_secret(
+    secret: Annotated[str | None, typer.Argument(help="Secret to hash; a new one is generated if omitted.")] = None,
+) -> None:
+    """Print a client secret (when generated) and its hash for `client_secret_hash`."""
+    if secret is None:
+        secret = new_id(32)
+        typer.echo(f"client_secret = {secret}")
+    typer.echo(f"client_secret_hash = {hash_secret(secret)}")
+
+
+@agent_app.command("request")
+def agent_request(
+    authorization_details: Annotated[
+        str, typer.Option("--authorization-details", "-a", help="JSON array, or @file.json.")
+    ],
+    login_hint: Annotated[str, typer.Option(help="The user who must approve.")],
+    issuer: Annotated[str, typer.Option(envvar="CIBA_AGENT_ISSUER")] = "http://localhost:8000",
+    client_id: Annotated[str, typer.Option(envvar="CIBA_AGENT_CLIENT_ID")] = "demo-agent",
+    client_secret: Annotated[
+        str, typer.Option(envvar="CIBA_AGENT_CLIENT_SECRET", help="Prefer the environment variable.")
+    ] = "",
+    binding_message: Annotated[str | None, typer.Option()] = None,
+    scope: Annotated[str, typer.Option()] = "openid",
+    requested_expiry: Annotated[int | None, typer.Option()] = None,
+    show_claims: Annotated[bool, typer.Option("--show-claims", help="Print the decoded claims.")] = False,
+) -> None:
+    """Send a backchannel request, wait for the user's decision, print the token."""
+    from .agent import AgentError, CibaAgent
+
+    raw = Path(authorization_details[1:]).read_text() if authorization_details.startswith("@") \
+        else authorization_details
+    try:
+        details = json.loads(raw)
+    except ValueError as exc:
+        err.print(f"[red]--authorization-details is not JSON: {exc}[/]")
+        raise typer.Exit(2) from None
+    if not client_secret:
+        err.print("[red]set CIBA_AGENT_CLIENT_SECRET (or --client-secret)[/]")
+        raise typer.Exit(2)
+    agent = CibaAgent(issuer=issuer, client_id=client_id, client_secret=client_secret)
+    try:
+        pending = agent.request(
+            login_hint=login_hint,
+            authorization_details=details,
+            binding_message=binding_message,
+            scope=scope,
+            requested_expiry=requested_expiry,
+        )
+        status = Text()
+        with Live(status, console=err, refresh_per_second=4, transient=True) as live:
+            def on_tick(state: str, remaining: float) -> None:
+                bm = f" binding message [{pending.binding_message}]" if pending.binding_message else ""
+                live.update(Text(f"⏳ {state}:{bm} {int(remaining)} s left"))
+
+            token = agent.wait(pending, on_tick=on_tick)
+    except AgentError as exc:
+        err.print(f"[red]{exc.error}[/]: {exc.description or ''}")
+        raise typer.Exit(1) from None
+    finally:
+        agent.close()
+    typer.echo(token["access_token"])
+    if show_claims:
+        claims = jwt.decode(token["access_token"], options={"verify_signature": False})
+        err.print_json(json.dumps(claims))
+
+
+@receipts_app.command("verify")
+def receipts_verify(receipt_id: str, config: ConfigOption = None) -> None:
+    """Re-verify a stored approval receipt (signature over the recorded preimage)."""
+    from .errors import ApprovalError
+    from .service import build_provider
+
+    provider = build_provider(_settings(config))
+    try:
+        result = provider.verify_receipt(receipt_id)
+    except ApprovalError as exc:
+        err.print(f"[red]invalid:[/] {exc.description}")
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+def demo(
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON summary line on stdout.")] = False,
+) -> None:
+    """Run the whole flow in embedded mode and show each step."""
+    from .demo import run_demo
+
+    started = time.monotonic()
+    summary: dict[str, Any] = run_demo(as_json=as_json)
+    ok = all(summary.get(k) for k in ("approved", "token_accepted", "replay_refused", "other_action_refused"))
+    if not as_json:
+        err.print(f"demo finished in {time.monotonic() - started:.1f}s: {'OK' if ok else 'FAILED'}")
+    raise typer.Exit(0 if ok else 1)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app(sys.argv[1:])

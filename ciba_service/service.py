@@ -1,0 +1,38 @@
+"""Wiring: settings in, a ready :class:`Provider` and ASGI app out."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from .config import Settings
+from .notify import ConsoleNotifier, Notifier, NullNotifier, WebhookNotifier
+from .provider import Provider
+from .store import SQLiteStore, Store
+from .tokens import SigningKey
+from .web.app import create_app
+
+__all__ = ["build_app", "build_notifier", "build_provider"]
+
+
+def build_notifier(settings: Settings) -> Notifier:
+    if settings.notifier == "webhook":
+        return WebhookNotifier(settings.webhook_url, timeout=settings.webhook_timeout)
+    if settings.notifier == "none":
+        return NullNotifier()
+    return ConsoleNotifier()
+
+
+def build_provider(
+    settings: Settings, *, store: Store | None = None, notifier: Notifier | None = None
+) -> Provider:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return Provider(
+        settings=settings,
+        store=store or SQLiteStore(settings.data_dir / "ciba.sqlite3"),
+        signing_key=SigningKey.load_or_create(settings.data_dir / "signing-key.pem"),
+        notifier=notifier or build_notifier(settings),
+    )
+
+
+def build_app(settings: Settings) -> FastAPI:
+    return create_app(build_provider(settings))
