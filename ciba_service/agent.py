@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import warnings
-
 import httpx
-
-import authlib.deprecate  # installs authlib's own warning filter; ours must come after it
 
 with warnings.catch_warnings():
     # authlib >= 1.7 prefers the httpx2 fork and warns when it falls back to httpx; we use
@@ -114,8 +111,9 @@ class CibaAgent:
         )
         body = _json(response)
         if response.status_code != 200:
-            raise AgentError(str(body.get("error", "server_error")), body.get("error_description"),
-                             response.status_code)
+            raise AgentError(
+                str(body.get("error", "server_error")), body.get("error_description"), response.status_code
+            )
         return PendingRequest(
             auth_req_id=body["auth_req_id"],
             expires_in=int(body["expires_in"]),

@@ -121,9 +121,7 @@ def verify_approval(
         raise AssertionRejected(f"malformed credential: {exc}") from None
     # allowCredentials is only a hint to the browser: the server must itself refuse a
     # credential of another user, or any enrolled user could approve anyone's request.
-    passkey = next(
-        (p for p in passkeys if constant_time_eq(p.credential_id, parsed.raw_id)), None
-    )
+    passkey = next((p for p in passkeys if constant_time_eq(p.credential_id, parsed.raw_id)), None)
     if passkey is None or passkey.user_id != user.user_id:
         raise AssertionRejected("credential is not a passkey of the requested user")
     user_handle = parsed.response.user_handle

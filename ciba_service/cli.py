@@ -106,7 +106,9 @@ def users_list(config: ConfigOption = None) -> None:
 
 @clients_app.command("hash-secret")
 def clients_hash_secret(
-    secret: Annotated[str | None, typer.Argument(help="Secret to hash; a new one is generated if omitted.")] = None,
+    secret: Annotated[
+        str | None, typer.Argument(help="Secret to hash; a new one is generated if omitted.")
+    ] = None,
 ) -> None:
     """Print a client secret (when generated) and its hash for `client_secret_hash`."""
     if secret is None:
@@ -134,8 +136,11 @@ def agent_request(
     """Send a backchannel request, wait for the user's decision, print the token."""
     from .agent import AgentError, CibaAgent
 
-    raw = Path(authorization_details[1:]).read_text() if authorization_details.startswith("@") \
+    raw = (
+        Path(authorization_details[1:]).read_text()
+        if authorization_details.startswith("@")
         else authorization_details
+    )
     try:
         details = json.loads(raw)
     except ValueError as exc:
@@ -155,6 +160,7 @@ def agent_request(
         )
         status = Text()
         with Live(status, console=err, refresh_per_second=4, transient=True) as live:
+
             def on_tick(state: str, remaining: float) -> None:
                 bm = f" binding message [{pending.binding_message}]" if pending.binding_message else ""
                 live.update(Text(f"⏳ {state}:{bm} {int(remaining)} s left"))
@@ -188,7 +194,9 @@ def receipts_verify(receipt_id: str, config: ConfigOption = None) -> None:
 
 @app.command()
 def demo(
-    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON summary line on stdout.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="End with one JSON summary line on stdout.")
+    ] = False,
 ) -> None:
     """Run the whole flow in embedded mode and show each step."""
     from .demo import run_demo

@@ -24,9 +24,7 @@ __all__ = [
     "load_settings",
 ]
 
-_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
-    "ciba_config_file", default=None
-)
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("ciba_config_file", default=None)
 
 FieldKind = Literal["string", "number", "integer", "boolean", "object", "array"]
 
@@ -41,7 +39,7 @@ class ClientConfig(BaseModel):
     client_secret_hash: str
     name: str = ""
     grant_types: list[str] = Field(default_factory=lambda: ["urn:openid:params:grant-type:ciba"])
-    backchannel_token_delivery_mode: Literal["poll"] = "poll"
+    backchannel_token_delivery_mode: Literal["poll"] = "poll"  # noqa: S105 - not a secret
     scopes: list[str] = Field(default_factory=lambda: ["openid"])
     authorization_details_types: list[str] = Field(default_factory=list)
     audience: str | None = None
@@ -97,9 +95,7 @@ class Settings(BaseSettings):
     webhook_url: str = ""
     webhook_timeout: float = 5.0
     clients: list[ClientConfig] = Field(default_factory=list)
-    authorization_details_types: dict[str, AuthorizationDetailsTypeConfig] = Field(
-        default_factory=dict
-    )
+    authorization_details_types: dict[str, AuthorizationDetailsTypeConfig] = Field(default_factory=dict)
     keycloak: KeycloakConfig = Field(default_factory=KeycloakConfig)
 
     @classmethod

@@ -70,9 +70,7 @@ class WebhookNotifier(Notifier):
                 response = self._client.post(self._url, json=payload, timeout=self._timeout)
             else:
                 # Redirects not followed: a redirect could send the link to a third party.
-                response = httpx.post(
-                    self._url, json=payload, timeout=self._timeout, follow_redirects=False
-                )
+                response = httpx.post(self._url, json=payload, timeout=self._timeout, follow_redirects=False)
             if response.status_code >= 300:
                 log.warning("webhook %s answered %s", self._url, response.status_code)
         except httpx.HTTPError as exc:

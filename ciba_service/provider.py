@@ -257,7 +257,10 @@ class Provider:
             raise ExpiredToken("the authentication request has expired")
         if request.status is RequestStatus.PENDING:
             interval = request.interval
-            if request.last_poll_at is not None and now_ms - request.last_poll_at < interval * 1000 - _POLL_SLACK_MS:
+            if (
+                request.last_poll_at is not None
+                and now_ms - request.last_poll_at < interval * 1000 - _POLL_SLACK_MS
+            ):
                 interval += SLOW_DOWN_INCREMENT
                 self.store.record_poll(request.request_id, now=now_ms, interval=interval)
                 raise SlowDown(f"polling too fast; wait at least {interval} seconds between requests")

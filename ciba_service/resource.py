@@ -157,7 +157,7 @@ def normalize_uri(uri: str) -> str:
 
     def fix_escape(match: re.Match[str]) -> str:
         char = chr(int(match.group(1), 16))
-        if char.isalnum() and char.isascii() or char in "-._~":
+        if (char.isalnum() and char.isascii()) or char in "-._~":
             return char
         return "%" + match.group(1).upper()
 
@@ -479,4 +479,3 @@ class TokenVerifier:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-

@@ -36,9 +36,7 @@ def bearer_token(request: Request, *, realm: str) -> str:
     return token.strip()
 
 
-def require_action(
-    verifier: TokenVerifier, action_for: Callable[..., RequestedAction]
-) -> Callable[..., Any]:
+def require_action(verifier: TokenVerifier, action_for: Callable[..., RequestedAction]) -> Callable[..., Any]:
     """A dependency that verifies the bearer token for the action built by ``action_for``
     from the path parameters of the call."""
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from fastapi import FastAPI
 
 from .config import Settings
@@ -23,7 +26,11 @@ def build_notifier(settings: Settings) -> Notifier:
 
 
 def build_provider(
-    settings: Settings, *, store: Store | None = None, notifier: Notifier | None = None
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    notifier: Notifier | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Provider:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return Provider(
@@ -31,6 +38,7 @@ def build_provider(
         store=store or SQLiteStore(settings.data_dir / "ciba.sqlite3"),
         signing_key=SigningKey.load_or_create(settings.data_dir / "signing-key.pem"),
         notifier=notifier or build_notifier(settings),
+        clock=clock,
     )
 
 

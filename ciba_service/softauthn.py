@@ -136,8 +136,11 @@ class SoftAuthenticator:
         rp_id = options["rpId"]
         allowed = {c["id"] for c in options.get("allowCredentials", [])}
         cred = next(
-            (c for c in self.credentials
-             if c.rp_id == rp_id and (not allowed or b64url_encode(c.credential_id) in allowed)),
+            (
+                c
+                for c in self.credentials
+                if c.rp_id == rp_id and (not allowed or b64url_encode(c.credential_id) in allowed)
+            ),
             None,
         )
         if cred is None:

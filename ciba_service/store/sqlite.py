@@ -112,8 +112,14 @@ class SQLiteStore(Store):
     def add_user(self, user: User) -> None:
         self._exec(
             "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?)",
-            (user.user_id, user.username, user.display_name, user.user_handle,
-             int(user.enabled), user.created_at),
+            (
+                user.user_id,
+                user.username,
+                user.display_name,
+                user.user_handle,
+                int(user.enabled),
+                user.created_at,
+            ),
         )
 
     @staticmethod
@@ -121,8 +127,11 @@ class SQLiteStore(Store):
         if row is None:
             return None
         return User(
-            user_id=row["user_id"], username=row["username"], display_name=row["display_name"],
-            user_handle=bytes(row["user_handle"]), enabled=bool(row["enabled"]),
+            user_id=row["user_id"],
+            username=row["username"],
+            display_name=row["display_name"],
+            user_handle=bytes(row["user_handle"]),
+            enabled=bool(row["enabled"]),
             created_at=row["created_at"],
         )
 
@@ -140,8 +149,14 @@ class SQLiteStore(Store):
     def add_passkey(self, passkey: Passkey) -> None:
         self._exec(
             "INSERT INTO passkeys VALUES (?, ?, ?, ?, ?, ?)",
-            (passkey.credential_id, passkey.user_id, passkey.public_key, passkey.sign_count,
-             json.dumps(passkey.transports), passkey.created_at),
+            (
+                passkey.credential_id,
+                passkey.user_id,
+                passkey.public_key,
+                passkey.sign_count,
+                json.dumps(passkey.transports),
+                passkey.created_at,
+            ),
         )
 
     def passkeys_for(self, user_id: str) -> list[Passkey]:
@@ -151,25 +166,36 @@ class SQLiteStore(Store):
             ).fetchall()
         return [
             Passkey(
-                credential_id=bytes(r["credential_id"]), user_id=r["user_id"],
-                public_key=bytes(r["public_key"]), sign_count=r["sign_count"],
-                transports=json.loads(r["transports"]), created_at=r["created_at"],
+                credential_id=bytes(r["credential_id"]),
+                user_id=r["user_id"],
+                public_key=bytes(r["public_key"]),
+                sign_count=r["sign_count"],
+                transports=json.loads(r["transports"]),
+                created_at=r["created_at"],
             )
             for r in rows
         ]
 
     def update_sign_count(self, credential_id: bytes, *, old: int, new: int) -> bool:
-        return self._exec(
-            "UPDATE passkeys SET sign_count = ? WHERE credential_id = ? AND sign_count = ?",
-            (new, credential_id, old),
-        ) == 1
+        return (
+            self._exec(
+                "UPDATE passkeys SET sign_count = ? WHERE credential_id = ? AND sign_count = ?",
+                (new, credential_id, old),
+            )
+            == 1
+        )
 
     # enrollment ---------------------------------------------------------------------
     def add_enrollment(self, enrollment: Enrollment) -> None:
         self._exec(
             "INSERT INTO enrollments VALUES (?, ?, ?, ?, ?)",
-            (enrollment.token_hash, enrollment.user_id, enrollment.expires_at,
-             enrollment.challenge, int(enrollment.used)),
+            (
+                enrollment.token_hash,
+                enrollment.user_id,
+                enrollment.expires_at,
+                enrollment.challenge,
+                int(enrollment.used),
+            ),
         )
 
     def get_enrollment(self, token_hash: str) -> Enrollment | None:
@@ -177,7 +203,9 @@ class SQLiteStore(Store):
         if row is None:
             return None
         return Enrollment(
-            token_hash=row["token_hash"], user_id=row["user_id"], expires_at=row["expires_at"],
+            token_hash=row["token_hash"],
+            user_id=row["user_id"],
+            expires_at=row["expires_at"],
             challenge=bytes(row["challenge"]) if row["challenge"] is not None else None,
             used=bool(row["used"]),
         )
@@ -189,20 +217,40 @@ class SQLiteStore(Store):
         )
 
     def consume_enrollment(self, token_hash: str, *, now: int) -> bool:
-        return self._exec(
-            "UPDATE enrollments SET used = 1 WHERE token_hash = ? AND used = 0 AND expires_at > ?",
-            (token_hash, now),
-        ) == 1
+        return (
+            self._exec(
+                "UPDATE enrollments SET used = 1 WHERE token_hash = ? AND used = 0 AND expires_at > ?",
+                (token_hash, now),
+            )
+            == 1
+        )
 
     # requests -------------------------------------------------------------------------
     def add_request(self, request: BackchannelRequest) -> None:
         r = request
         self._exec(
             "INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (r.request_id, r.auth_req_id_hash, r.approval_id, r.client_id, r.client_name,
-             r.user_id, r.scope, r.binding_message, json.dumps(r.authorization_details),
-             r.created_at, r.expires_at, r.interval, r.nonce, r.status.value, r.last_poll_at,
-             r.decided_at, r.receipt_id, r.token_jti, json.dumps(r.upstream)),
+            (
+                r.request_id,
+                r.auth_req_id_hash,
+                r.approval_id,
+                r.client_id,
+                r.client_name,
+                r.user_id,
+                r.scope,
+                r.binding_message,
+                json.dumps(r.authorization_details),
+                r.created_at,
+                r.expires_at,
+                r.interval,
+                r.nonce,
+                r.status.value,
+                r.last_poll_at,
+                r.decided_at,
+                r.receipt_id,
+                r.token_jti,
+                json.dumps(r.upstream),
+            ),
         )
 
     @staticmethod
@@ -210,15 +258,24 @@ class SQLiteStore(Store):
         if row is None:
             return None
         return BackchannelRequest(
-            request_id=row["request_id"], auth_req_id_hash=row["auth_req_id_hash"],
-            approval_id=row["approval_id"], client_id=row["client_id"],
-            client_name=row["client_name"], user_id=row["user_id"], scope=row["scope"],
+            request_id=row["request_id"],
+            auth_req_id_hash=row["auth_req_id_hash"],
+            approval_id=row["approval_id"],
+            client_id=row["client_id"],
+            client_name=row["client_name"],
+            user_id=row["user_id"],
+            scope=row["scope"],
             binding_message=row["binding_message"],
             authorization_details=json.loads(row["authorization_details"]),
-            created_at=row["created_at"], expires_at=row["expires_at"],
-            interval=row["interval"], nonce=row["nonce"], status=RequestStatus(row["status"]),
-            last_poll_at=row["last_poll_at"], decided_at=row["decided_at"],
-            receipt_id=row["receipt_id"], token_jti=row["token_jti"],
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+            interval=row["interval"],
+            nonce=row["nonce"],
+            status=RequestStatus(row["status"]),
+            last_poll_at=row["last_poll_at"],
+            decided_at=row["decided_at"],
+            receipt_id=row["receipt_id"],
+            token_jti=row["token_jti"],
             upstream=json.loads(row["upstream"]),
         )
 
@@ -231,9 +288,7 @@ class SQLiteStore(Store):
         )
 
     def find_request_by_approval_id(self, approval_id: str) -> BackchannelRequest | None:
-        return self._request(
-            self._one("SELECT * FROM requests WHERE approval_id = ?", (approval_id,))
-        )
+        return self._request(self._one("SELECT * FROM requests WHERE approval_id = ?", (approval_id,)))
 
     def record_poll(self, request_id: str, *, now: int, interval: int) -> None:
         self._exec(
@@ -263,9 +318,19 @@ class SQLiteStore(Store):
                     rc = receipt
                     self._db.execute(
                         "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (rc.receipt_id, rc.request_id, rc.user_id, rc.credential_id,
-                         rc.credential_public_key, rc.preimage, rc.challenge,
-                         json.dumps(rc.assertion), rc.rp_id, rc.origin, rc.created_at),
+                        (
+                            rc.receipt_id,
+                            rc.request_id,
+                            rc.user_id,
+                            rc.credential_id,
+                            rc.credential_public_key,
+                            rc.preimage,
+                            rc.challenge,
+                            json.dumps(rc.assertion),
+                            rc.rp_id,
+                            rc.origin,
+                            rc.created_at,
+                        ),
                     )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -274,11 +339,14 @@ class SQLiteStore(Store):
         return changed == 1
 
     def mark_issued(self, request_id: str, *, jti: str) -> bool:
-        return self._exec(
-            "UPDATE requests SET status = 'issued', token_jti = ? "
-            "WHERE request_id = ? AND status = 'approved'",
-            (jti, request_id),
-        ) == 1
+        return (
+            self._exec(
+                "UPDATE requests SET status = 'issued', token_jti = ? "
+                "WHERE request_id = ? AND status = 'approved'",
+                (jti, request_id),
+            )
+            == 1
+        )
 
     def set_upstream(self, request_id: str, upstream: dict[str, Any]) -> None:
         self._exec(
@@ -294,10 +362,15 @@ class SQLiteStore(Store):
         if row is None:
             return None
         return ApprovalReceipt(
-            receipt_id=row["receipt_id"], request_id=row["request_id"], user_id=row["user_id"],
+            receipt_id=row["receipt_id"],
+            request_id=row["request_id"],
+            user_id=row["user_id"],
             credential_id=bytes(row["credential_id"]),
             credential_public_key=bytes(row["credential_public_key"]),
-            preimage=bytes(row["preimage"]), challenge=row["challenge"],
-            assertion=json.loads(row["assertion"]), rp_id=row["rp_id"], origin=row["origin"],
+            preimage=bytes(row["preimage"]),
+            challenge=row["challenge"],
+            assertion=json.loads(row["assertion"]),
+            rp_id=row["rp_id"],
+            origin=row["origin"],
             created_at=row["created_at"],
         )

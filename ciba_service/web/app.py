@@ -169,12 +169,19 @@ def create_app(provider: Provider) -> FastAPI:
 
     @app.get("/static/{name}")
     async def static(name: str) -> Response:
-        allowed = {"webauthn.js": "text/javascript", "approve.js": "text/javascript",
-                   "enroll.js": "text/javascript", "style.css": "text/css"}
+        allowed = {
+            "webauthn.js": "text/javascript",
+            "approve.js": "text/javascript",
+            "enroll.js": "text/javascript",
+            "style.css": "text/css",
+        }
         if name not in allowed:
             return JSONResponse({"error": "not_found"}, status_code=404)
-        return Response(_static(name), media_type=allowed[name],
-                        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+        return Response(
+            _static(name),
+            media_type=allowed[name],
+            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"},
+        )
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
