@@ -36,7 +36,9 @@ class ClientConfig(BaseModel):
 
     client_id: str
     # scrypt hash made by `ciba-service clients hash-secret`; the plain secret is never stored.
-    client_secret_hash: str
+    # Empty in keycloak mode, where Keycloak authenticates the client; here the entry then
+    # only narrows the client's authorization_details types.
+    client_secret_hash: str = ""
     name: str = ""
     grant_types: list[str] = Field(default_factory=lambda: ["urn:openid:params:grant-type:ciba"])
     backchannel_token_delivery_mode: Literal["poll"] = "poll"  # noqa: S105 - not a secret
@@ -61,12 +63,29 @@ class AuthorizationDetailsTypeConfig(BaseModel):
 
 
 class KeycloakConfig(BaseModel):
+    """Keycloak mode: where the realm is, and the companion's own service account."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     base_url: str = "http://localhost:8180"
     realm: str = "agents"
+    # The companion client: a service account with realm-management `view-users` only.
     admin_client_id: str = "ciba-companion"
     admin_client_secret: str = ""
+    # How long users and passkeys read from the admin API are trusted before re-reading.
+    user_cache_ttl: int = Field(default=30, ge=0)
+    timeout: float = Field(default=10.0, gt=0)
+    # Bounded retries of the decision callback, only when it provably never reached Keycloak.
+    callback_attempts: int = Field(default=4, ge=1)
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def issuer(self) -> str:
+        return f"{self.base_url}/realms/{self.realm}"
 
 
 class Settings(BaseSettings):
@@ -132,6 +151,10 @@ class Settings(BaseSettings):
                 raise ValueError("webhook_url must be https in production")
         if self.notifier == "webhook" and not self.webhook_url:
             raise ValueError("notifier = 'webhook' needs webhook_url")
+        if self.mode == "keycloak" and not self.keycloak.admin_client_secret:
+            raise ValueError(
+                "keycloak mode needs keycloak.admin_client_secret (CIBA_KEYCLOAK__ADMIN_CLIENT_SECRET)"
+            )
         return self
 
     @property

@@ -50,7 +50,8 @@ _POLL_SLACK_MS = 250
 class BackchannelResult:
     response: dict[str, Any]
     notice: ApprovalNotice | None
-    request: BackchannelRequest
+    request: BackchannelRequest | None
+    status_code: int = 200
 
 
 class Provider:

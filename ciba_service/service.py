@@ -8,6 +8,7 @@ from collections.abc import Callable
 from fastapi import FastAPI
 
 from .config import Settings
+from .keycloak import KeycloakProvider
 from .notify import ConsoleNotifier, Notifier, NullNotifier, WebhookNotifier
 from .provider import Provider
 from .store import SQLiteStore, Store
@@ -33,7 +34,8 @@ def build_provider(
     clock: Callable[[], float] = time.time,
 ) -> Provider:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return Provider(
+    cls = KeycloakProvider if settings.mode == "keycloak" else Provider
+    return cls(
         settings=settings,
         store=store or SQLiteStore(settings.data_dir / "ciba.sqlite3"),
         signing_key=SigningKey.load_or_create(settings.data_dir / "signing-key.pem"),

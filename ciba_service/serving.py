@@ -24,7 +24,7 @@ class BackgroundServer:
     def __init__(self, app: FastAPI, *, port: int, host: str = "127.0.0.1") -> None:
         self.port = port
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
         )
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 

@@ -3,7 +3,9 @@
 from .base import (
     ApprovalReceipt,
     BackchannelRequest,
+    CallbackState,
     Enrollment,
+    Intent,
     Passkey,
     RequestStatus,
     Store,
@@ -14,7 +16,9 @@ from .sqlite import SQLiteStore
 __all__ = [
     "ApprovalReceipt",
     "BackchannelRequest",
+    "CallbackState",
     "Enrollment",
+    "Intent",
     "Passkey",
     "RequestStatus",
     "SQLiteStore",

@@ -16,7 +16,9 @@ from typing import Any
 __all__ = [
     "ApprovalReceipt",
     "BackchannelRequest",
+    "CallbackState",
     "Enrollment",
+    "Intent",
     "Passkey",
     "RequestStatus",
     "Store",
@@ -29,6 +31,32 @@ class RequestStatus(enum.StrEnum):
     APPROVED = "approved"
     DENIED = "denied"
     ISSUED = "issued"
+
+
+class CallbackState(enum.StrEnum):
+    """Keycloak mode: where the one decision callback stands."""
+
+    NONE = "none"  # not sent; may be claimed
+    SENDING = "sending"  # claimed by one sender; nobody else may send
+    SENT = "sent"
+    FAILED = "failed"  # not delivered, or outcome unknown: never re-sent (see keycloak.py)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Intent:
+    """Keycloak mode: a validated agent request waiting for Keycloak's channel call.
+
+    Keycloak drops extra CIBA parameters over 200 characters, so the full
+    ``authorization_details`` stays here and Keycloak carries only ``intent_id``."""
+
+    intent_id: str
+    client_id: str
+    login_hint: str
+    scope: str
+    binding_message: str | None
+    authorization_details: list[dict[str, Any]]
+    created_at: int
+    expires_at: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +114,7 @@ class BackchannelRequest:
     token_jti: str | None = None
     # keycloak mode: what the channel needs to answer Keycloak (see keycloak.py).
     upstream: dict[str, Any] = field(default_factory=dict)
+    callback_state: CallbackState = CallbackState.NONE
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,6 +215,37 @@ class Store(ABC):
 
     @abstractmethod
     def get_receipt(self, receipt_id: str) -> ApprovalReceipt | None: ...
+
+    # keycloak mode ------------------------------------------------------------------------
+    @abstractmethod
+    def upsert_user(self, user: User) -> None:
+        """Insert or refresh a user mirrored from the IdP."""
+
+    @abstractmethod
+    def upsert_passkey(self, passkey: Passkey) -> None:
+        """Insert or refresh a mirrored passkey, never lowering the stored counter (a stale
+        IdP copy must not reopen the window for a cloned authenticator)."""
+
+    @abstractmethod
+    def add_intent(self, intent: Intent) -> None: ...
+
+    @abstractmethod
+    def take_intent(self, intent_id: str, *, now: int) -> Intent | None:
+        """Return and delete an unexpired intent: each intent binds one channel request."""
+
+    @abstractmethod
+    def delete_intent(self, intent_id: str) -> None: ...
+
+    @abstractmethod
+    def claim_callback(self, request_id: str) -> bool:
+        """NONE -> SENDING; False if somebody already claimed it (one decision, once)."""
+
+    @abstractmethod
+    def set_callback_state(self, request_id: str, state: CallbackState) -> None: ...
+
+    @abstractmethod
+    def expired_pending(self, *, now: int) -> list[BackchannelRequest]:
+        """Pending requests past their expiry whose callback was not claimed yet."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""

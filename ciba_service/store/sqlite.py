@@ -12,7 +12,9 @@ from typing import Any
 from .base import (
     ApprovalReceipt,
     BackchannelRequest,
+    CallbackState,
     Enrollment,
+    Intent,
     Passkey,
     RequestStatus,
     Store,
@@ -64,7 +66,18 @@ CREATE TABLE IF NOT EXISTS requests (
     decided_at INTEGER,
     receipt_id TEXT,
     token_jti TEXT,
-    upstream TEXT NOT NULL DEFAULT '{}'
+    upstream TEXT NOT NULL DEFAULT '{}',
+    callback_state TEXT NOT NULL DEFAULT 'none'
+);
+CREATE TABLE IF NOT EXISTS intents (
+    intent_id TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    login_hint TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    binding_message TEXT,
+    authorization_details TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS receipts (
     receipt_id TEXT PRIMARY KEY,
@@ -229,7 +242,7 @@ class SQLiteStore(Store):
     def add_request(self, request: BackchannelRequest) -> None:
         r = request
         self._exec(
-            "INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 r.request_id,
                 r.auth_req_id_hash,
@@ -250,6 +263,7 @@ class SQLiteStore(Store):
                 r.receipt_id,
                 r.token_jti,
                 json.dumps(r.upstream),
+                r.callback_state.value,
             ),
         )
 
@@ -277,6 +291,7 @@ class SQLiteStore(Store):
             receipt_id=row["receipt_id"],
             token_jti=row["token_jti"],
             upstream=json.loads(row["upstream"]),
+            callback_state=CallbackState(row["callback_state"]),
         )
 
     def get_request(self, request_id: str) -> BackchannelRequest | None:
@@ -374,3 +389,93 @@ class SQLiteStore(Store):
             origin=row["origin"],
             created_at=row["created_at"],
         )
+
+    # keycloak mode ----------------------------------------------------------------------
+    def upsert_user(self, user: User) -> None:
+        self._exec(
+            "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(user_id) DO UPDATE SET "
+            "username = excluded.username, display_name = excluded.display_name, "
+            "enabled = excluded.enabled",
+            (
+                user.user_id,
+                user.username,
+                user.display_name,
+                user.user_handle,
+                int(user.enabled),
+                user.created_at,
+            ),
+        )
+
+    def upsert_passkey(self, passkey: Passkey) -> None:
+        self._exec(
+            "INSERT INTO passkeys VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(credential_id) DO UPDATE SET "
+            "public_key = excluded.public_key, sign_count = MAX(sign_count, excluded.sign_count) "
+            "WHERE user_id = excluded.user_id",
+            (
+                passkey.credential_id,
+                passkey.user_id,
+                passkey.public_key,
+                passkey.sign_count,
+                json.dumps(passkey.transports),
+                passkey.created_at,
+            ),
+        )
+
+    def add_intent(self, intent: Intent) -> None:
+        self._exec(
+            "INSERT INTO intents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                intent.intent_id,
+                intent.client_id,
+                intent.login_hint,
+                intent.scope,
+                intent.binding_message,
+                json.dumps(intent.authorization_details),
+                intent.created_at,
+                intent.expires_at,
+            ),
+        )
+
+    def take_intent(self, intent_id: str, *, now: int) -> Intent | None:
+        with self._lock:
+            row = self._db.execute(
+                "DELETE FROM intents WHERE intent_id = ? AND expires_at > ? RETURNING *",
+                (intent_id, now),
+            ).fetchone()
+        if row is None:
+            return None
+        return Intent(
+            intent_id=row["intent_id"],
+            client_id=row["client_id"],
+            login_hint=row["login_hint"],
+            scope=row["scope"],
+            binding_message=row["binding_message"],
+            authorization_details=json.loads(row["authorization_details"]),
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+        )
+
+    def delete_intent(self, intent_id: str) -> None:
+        self._exec("DELETE FROM intents WHERE intent_id = ?", (intent_id,))
+
+    def claim_callback(self, request_id: str) -> bool:
+        return (
+            self._exec(
+                "UPDATE requests SET callback_state = 'sending' "
+                "WHERE request_id = ? AND callback_state = 'none'",
+                (request_id,),
+            )
+            == 1
+        )
+
+    def set_callback_state(self, request_id: str, state: CallbackState) -> None:
+        self._exec("UPDATE requests SET callback_state = ? WHERE request_id = ?", (state.value, request_id))
+
+    def expired_pending(self, *, now: int) -> list[BackchannelRequest]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM requests WHERE status = 'pending' AND expires_at <= ? "
+                "AND callback_state = 'none'",
+                (now,),
+            ).fetchall()
+        return [r for r in (self._request(row) for row in rows) if r is not None]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated, Any
 
@@ -12,6 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ApprovalError, InvalidRequest, OAuthError
+from ..keycloak import ChannelError, KeycloakProvider
 from ..params import Params
 from ..provider import Provider
 
@@ -74,11 +78,62 @@ FormParams = Annotated[Params, Depends(form_params)]
 JsonBody = Annotated[dict[str, Any], Depends(json_body)]
 
 
+def _keycloak_routes(
+    app: FastAPI,
+    provider: KeycloakProvider,
+    offload: Callable[[Callable[..., Any]], Callable[..., Awaitable[Any]]],
+) -> None:
+    @app.post("/keycloak/auth-channel", status_code=201)
+    async def auth_channel(request: Request, tasks: BackgroundTasks) -> Response:
+        """Keycloak's CIBA HTTP authentication channel (``ciba-http-auth-channel``)."""
+        try:
+            body = json.loads(await request.body())
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            return JSONResponse(
+                {"error": "invalid_request", "error_description": "body must be a JSON object"},
+                status_code=400,
+            )
+        try:
+            notice = await offload(provider.channel)(request.headers.get("authorization"), body)
+        except ChannelError as exc:
+            return JSONResponse(
+                {"error": "channel_refused", "error_description": exc.description},
+                status_code=exc.status_code,
+            )
+        tasks.add_task(provider.notifier.notify, notice)
+        return Response(status_code=201)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    provider = app.state.provider
+    task = None
+    if isinstance(provider, KeycloakProvider):
+
+        async def sweep() -> None:
+            while True:
+                await asyncio.sleep(2)
+                try:
+                    await run_in_threadpool(provider.sweep_expired)
+                except Exception:  # keep sweeping; the error is logged
+                    logging.getLogger("ciba_service").exception("expiry sweep failed")
+
+        task = asyncio.create_task(sweep())
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+
+
 def create_app(provider: Provider) -> FastAPI:
     app = FastAPI(
         title="ciba-service",
         summary="Just-in-time, passkey-approved authorization for AI agents (OpenID CIBA + RFC 9396)",
         version="0.1.0",
+        lifespan=_lifespan,
     )
     app.state.provider = provider
 
@@ -118,12 +173,20 @@ def create_app(provider: Provider) -> FastAPI:
         )
         if result.notice is not None:
             tasks.add_task(provider.notifier.notify, result.notice)
-        return JSONResponse(result.response, headers=_NO_STORE)
+        return JSONResponse(result.response, status_code=result.status_code, headers=_NO_STORE)
 
     @app.post("/token")
     async def token(request: Request, params: FormParams) -> JSONResponse:
+        if isinstance(provider, KeycloakProvider):
+            status, body = await offload(provider.passthrough_token)(
+                params, request.headers.get("authorization")
+            )
+            return JSONResponse(body, status_code=status, headers=_NO_STORE)
         body = await offload(provider.token)(params, request.headers.get("authorization"))
         return JSONResponse(body, headers=_NO_STORE)
+
+    if isinstance(provider, KeycloakProvider):
+        _keycloak_routes(app, provider, offload)
 
     # the user's side -----------------------------------------------------------------
     @app.get("/approve/{approval_id}", response_class=HTMLResponse)
