@@ -50,6 +50,16 @@ async function load() {
   if (digest !== view.publicKey.challenge) {
     return finish("The server's challenge does not match the action shown. Not signing.", "error");
   }
+  // And what the page shows must be what is signed: every entry, the binding message and the
+  // client id come from the server beside the document, so compare them to the document.
+  const signed = view.binding_document;
+  const shown = view.entries.map((e) => jcs(e.detail));
+  const bound = (signed.authorization_details || []).map(jcs);
+  if (view.client_id !== signed.client_id ||
+      (view.binding_message ?? null) !== (signed.binding_message ?? null) ||
+      shown.length !== bound.length || shown.some((d, i) => d !== bound[i])) {
+    return finish("The action shown is not the action you would sign. Not signing.", "error");
+  }
   timer = setInterval(tick, 1000);
   tick();
   document.getElementById("approve").disabled = false;
