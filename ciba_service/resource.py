@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from .security import b64url_decode
@@ -40,6 +40,7 @@ __all__ = [
     "ResourceError",
     "StaticKeys",
     "TokenVerifier",
+    "VerificationKey",
     "VerifiedToken",
     "action_matches",
     "normalize_uri",
@@ -211,31 +212,64 @@ def action_matches(entry: Mapping[str, Any], action: RequestedAction) -> bool:
 
 
 # keys -----------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class VerificationKey:
+    """A public key parsed once from the JWKS, bound to the one algorithm it may verify:
+    a token cannot pick another algorithm for the same key (algorithm confusion)."""
+
+    kid: str
+    alg: str
+    key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+
+    def verify(self, signing_input: bytes, signature: bytes) -> bool:
+        try:
+            if isinstance(self.key, ec.EllipticCurvePublicKey):
+                if len(signature) != 64:
+                    return False
+                der = encode_dss_signature(
+                    int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+                )
+                self.key.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
+            else:
+                self.key.verify(signature, signing_input, padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature:
+            return False
+        return True
+
+
 class KeySource(ABC):
     @abstractmethod
-    def key_for(self, kid: str) -> ec.EllipticCurvePublicKey | None: ...
+    def key_for(self, kid: str) -> VerificationKey | None: ...
 
 
-def _ec_key_from_jwk(jwk: Mapping[str, Any]) -> ec.EllipticCurvePublicKey | None:
-    if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
+def _key_from_jwk(jwk: Mapping[str, Any]) -> VerificationKey | None:
+    if jwk.get("use", "sig") != "sig" or not isinstance(jwk.get("kid"), str):
         return None
-    if jwk.get("use", "sig") != "sig":
-        return None
+    kid = str(jwk["kid"])
     try:
-        x = int.from_bytes(b64url_decode(str(jwk["x"])), "big")
-        y = int.from_bytes(b64url_decode(str(jwk["y"])), "big")
-        return ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
+        if jwk.get("kty") == "EC" and jwk.get("crv") == "P-256" and jwk.get("alg", "ES256") == "ES256":
+            x = int.from_bytes(b64url_decode(str(jwk["x"])), "big")
+            y = int.from_bytes(b64url_decode(str(jwk["y"])), "big")
+            key = ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
+            return VerificationKey(kid=kid, alg="ES256", key=key)
+        if jwk.get("kty") == "RSA" and jwk.get("alg", "RS256") == "RS256":
+            n = int.from_bytes(b64url_decode(str(jwk["n"])), "big")
+            e = int.from_bytes(b64url_decode(str(jwk["e"])), "big")
+            if n.bit_length() < 2048:  # NIST SP 800-131A: shorter RSA keys are not acceptable
+                return None
+            return VerificationKey(kid=kid, alg="RS256", key=rsa.RSAPublicNumbers(e, n).public_key())
     except (KeyError, ValueError, binascii.Error):
         return None
+    return None
 
 
-def parse_jwks(document: Mapping[str, Any]) -> dict[str, ec.EllipticCurvePublicKey]:
-    keys: dict[str, ec.EllipticCurvePublicKey] = {}
+def parse_jwks(document: Mapping[str, Any]) -> dict[str, VerificationKey]:
+    keys: dict[str, VerificationKey] = {}
     for jwk in document.get("keys", []):
-        if isinstance(jwk, dict) and isinstance(jwk.get("kid"), str):
-            key = _ec_key_from_jwk(jwk)
+        if isinstance(jwk, dict):
+            key = _key_from_jwk(jwk)
             if key is not None:
-                keys[jwk["kid"]] = key
+                keys[key.kid] = key
     return keys
 
 
@@ -243,7 +277,7 @@ class StaticKeys(KeySource):
     def __init__(self, jwks: Mapping[str, Any]) -> None:
         self._keys = parse_jwks(jwks)
 
-    def key_for(self, kid: str) -> ec.EllipticCurvePublicKey | None:
+    def key_for(self, kid: str) -> VerificationKey | None:
         return self._keys.get(kid)
 
 
@@ -268,7 +302,7 @@ class JwksCache(KeySource):
         self._min_refresh = min_refresh_interval
         self._client = client
         self._clock = clock
-        self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
+        self._keys: dict[str, VerificationKey] = {}
         self._fetched_at: float | None = None
         self._lock = threading.Lock()
 
@@ -285,7 +319,7 @@ class JwksCache(KeySource):
         finally:
             self._fetched_at = self._clock()
 
-    def key_for(self, kid: str) -> ec.EllipticCurvePublicKey | None:
+    def key_for(self, kid: str) -> VerificationKey | None:
         key = self._keys.get(kid)
         now = self._clock()
         fresh = self._fetched_at is not None and now - self._fetched_at < self._ttl
@@ -357,7 +391,7 @@ class TokenVerifier:
         realm: str = "api",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        unsupported = set(algorithms) - {"ES256"}
+        unsupported = set(algorithms) - {"ES256", "RS256"}
         if unsupported:
             raise ValueError(f"unsupported algorithms: {sorted(unsupported)}")
         self.issuer = issuer
@@ -420,16 +454,11 @@ class TokenVerifier:
         key = self.keys.key_for(kid)
         if key is None:
             raise self._invalid("token signed by an unknown key")
+        if key.alg != alg:
+            raise self._invalid(f"key '{kid}' does not sign with {alg}")
         signature = self._decode_part(parts[2], "signature")
-        if len(signature) != 64:
-            raise self._invalid("malformed ES256 signature")
-        der = encode_dss_signature(
-            int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-        )
-        try:
-            key.verify(der, f"{parts[0]}.{parts[1]}".encode("ascii"), ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
-            raise self._invalid("signature verification failed") from None
+        if not key.verify(f"{parts[0]}.{parts[1]}".encode("ascii"), signature):
+            raise self._invalid("signature verification failed")
         return self._json(self._decode_part(parts[1], "payload"), "payload")
 
     def check_claims(self, claims: Mapping[str, Any]) -> None:

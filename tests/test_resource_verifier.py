@@ -11,7 +11,7 @@ import jwt
 import pytest
 import respx
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ciba_service.resource import (
     InsufficientAuthorization,
@@ -338,3 +338,43 @@ def test_jwks_unreachable_is_invalid_token(key: SigningKey, respx_mock: respx.Mo
 def test_only_es256_may_be_configured(key: SigningKey) -> None:
     with pytest.raises(ValueError, match="unsupported algorithms"):
         verifier(key, algorithms=("ES256", "HS256"))
+
+
+def _rsa_jwks(private: rsa.RSAPrivateKey, kid: str) -> dict[str, Any]:
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+    return {"keys": [{**jwk, "kid": kid, "use": "sig", "alg": "RS256"}]}
+
+
+def _claims() -> dict[str, Any]:
+    now = int(time.time())
+    return {
+        "iss": ISS,
+        "aud": AUD,
+        "iat": now,
+        "exp": now + 60,
+        "jti": "j-rsa",
+        "authorization_details": [ENTRY],
+    }
+
+
+def test_rs256_tokens_from_keycloak_verify_when_allowed() -> None:
+    private = rsa.generate_private_key(65537, 2048)
+    token = jwt.encode(_claims(), private, algorithm="RS256", headers={"kid": "kc", "typ": "at+jwt"})
+    keys = StaticKeys(_rsa_jwks(private, "kc"))
+    with pytest.raises(InvalidToken, match="algorithm 'RS256' is not allowed"):
+        TokenVerifier(issuer=ISS, audience=AUD, keys=keys).verify(token, ACTION)
+    verified = TokenVerifier(issuer=ISS, audience=AUD, keys=keys, algorithms=("RS256",)).verify(token, ACTION)
+    assert verified.entry == ENTRY
+
+
+def test_a_key_verifies_only_its_own_algorithm(key: SigningKey) -> None:
+    """An RS256 token naming the EC key's kid is refused before any signature math."""
+    private = rsa.generate_private_key(65537, 2048)
+    token = jwt.encode(_claims(), private, algorithm="RS256", headers={"kid": key.kid, "typ": "at+jwt"})
+    with pytest.raises(InvalidToken, match=f"key '{key.kid}' does not sign with RS256"):
+        verifier(key, algorithms=("ES256", "RS256")).verify(token, ACTION)
+
+
+def test_short_rsa_keys_are_ignored() -> None:
+    private = rsa.generate_private_key(65537, 1024)  # noqa: S505 - the weak key under test
+    assert StaticKeys(_rsa_jwks(private, "weak")).key_for("weak") is None
