@@ -81,9 +81,7 @@ def challenge_for(preimage: bytes) -> bytes:
     return hashlib.sha256(preimage).digest()
 
 
-def authentication_options(
-    *, challenge: bytes, rp_id: str, passkeys: list[Passkey], timeout_ms: int
-) -> dict[str, Any]:
+def authentication_options(*, challenge: bytes, rp_id: str, passkeys: list[Passkey], timeout_ms: int) -> dict[str, Any]:
     options = generate_authentication_options(
         rp_id=rp_id,
         challenge=challenge,

@@ -4,13 +4,20 @@ the spec section; each raises exactly one protocol error."""
 
 from __future__ import annotations
 
+import json
+import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
+
 from .client_auth import AuthenticatedClient
+from .client_jwt import ClientJwtError, ExpiredJwt, verify_client_jwt
 from .config import Settings
 from .errors import (
+    ExpiredLoginHintToken,
     InvalidBindingMessage,
     InvalidRequest,
     InvalidScope,
@@ -34,14 +41,60 @@ __all__ = [
 CIBA_GRANT_TYPE = "urn:openid:params:grant-type:ciba"
 
 
+# Parameters of the authentication request itself (CIBA 7.1); with a signed request they
+# must all be inside the request object.
+AUTHENTICATION_PARAMETERS = (
+    "scope",
+    "client_notification_token",
+    "acr_values",
+    "login_hint_token",
+    "id_token_hint",
+    "login_hint",
+    "binding_message",
+    "user_code",
+    "requested_expiry",
+    "authorization_details",
+)
+# Request objects may live longer than client assertions (FAPI-CIBA: at most 60 minutes).
+MAX_REQUEST_OBJECT_LIFETIME = 3600
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hint:
+    """Who must approve: a username (login_hint, opaque sub_id) or a user id (id_token_hint,
+    iss_sub sub_id)."""
+
+    kind: str  # "username" | "user_id"
+    value: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestContext:
+    """What the checks need from the provider besides the parameters."""
+
+    issuer: str
+    audiences: tuple[str, ...]
+    now: int
+    use_once: Callable[[str, int], bool]
+    # Verifies an ID token this provider issued; returns its claims or raises PyJWTError.
+    decode_id_token: Callable[[str], dict[str, Any]]
+
+
 @dataclass(frozen=True, kw_only=True)
 class ValidatedBackchannelRequest:
     client: AuthenticatedClient
     scope: str
-    login_hint: str
+    hint: Hint
     binding_message: str | None
+    user_code: str | None
     expires_in: int
     authorization_details: list[dict[str, Any]]
+    client_notification_token: str | None
+
+    @property
+    def login_hint(self) -> str:
+        return self.hint.value
 
 
 def check_client_may_use_ciba(client: AuthenticatedClient) -> None:
@@ -49,15 +102,65 @@ def check_client_may_use_ciba(client: AuthenticatedClient) -> None:
         raise UnauthorizedClient(f"client '{client.client.client_id}' may not use the CIBA grant")
 
 
-def check_unsupported_parameters(params: Params) -> None:
-    # Refused rather than ignored: a client that signs its request object, or relies on a
-    # user_code, would otherwise believe a protection is in place when it is not.
-    if "request" in params:
-        raise InvalidRequest("signed authentication requests ('request') are not supported")
+def check_unsupported_parameters(params: Params, *, settings: Settings) -> None:
+    # Refused rather than ignored: a client that relies on a user_code or a request_uri would
+    # otherwise believe a protection is in place when it is not.
     if "request_uri" in params:
         raise InvalidRequest("'request_uri' is not supported")
-    if "user_code" in params:
+    if "user_code" in params and not settings.backchannel_user_code_parameter_supported:
         raise InvalidRequest("'user_code' is not supported by this provider")
+
+
+def _claim_to_param(name: str, value: Any) -> str:
+    if name == "authorization_details" and isinstance(value, list):
+        return json.dumps(value)
+    if name == "requested_expiry" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # CIBA 7.1.1: an integer or a numeric string
+    if not isinstance(value, str):
+        raise InvalidRequest(f"request object claim '{name}' has the wrong JSON type")
+    return value
+
+
+def resolve_request_object(params: Params, client: AuthenticatedClient, context: RequestContext) -> Params:
+    """CIBA 7.1.1: a signed authentication request replaces the form parameters."""
+    request = params.optional("request")
+    required_alg = client.client.backchannel_authentication_request_signing_alg
+    if request is None:
+        if required_alg is not None:
+            raise InvalidRequest("this client must send signed authentication requests ('request')")
+        return params
+    if not client.client.jwks:
+        raise InvalidRequest("the client has no registered keys to verify 'request' with")
+    outside = [name for name in AUTHENTICATION_PARAMETERS if name in params]
+    if outside:
+        raise InvalidRequest(f"with 'request', '{outside[0]}' must be inside the request object")
+    try:
+        header = jwt.get_unverified_header(request)
+    except jwt.PyJWTError:
+        raise InvalidRequest("request object is not a well-formed JWT") from None
+    if required_alg is not None and header.get("alg") != required_alg:
+        raise InvalidRequest(f"request object must be signed with {required_alg}")
+    client_id = client.client.client_id
+    try:
+        claims = verify_client_jwt(
+            request,
+            jwks=client.client.jwks,
+            audiences=(context.issuer,),
+            now=context.now,
+            max_lifetime=MAX_REQUEST_OBJECT_LIFETIME,
+            required=("aud", "iss", "exp", "iat", "nbf", "jti"),
+            issuer=client_id,
+            use_once=lambda jti, exp: context.use_once(f"request:{client_id}:{jti}", exp),
+            what="request object",
+        )
+    except ClientJwtError as exc:
+        raise InvalidRequest(exc.description) from None
+    pairs = [
+        (name, _claim_to_param(name, value)) for name, value in claims.items() if name in AUTHENTICATION_PARAMETERS
+    ]
+    # Client authentication stays outside the request object (CIBA 7.1.1).
+    pairs += [(k, v) for k, v in params.items() if k in ("client_id", "client_assertion", "client_assertion_type")]
+    return Params(pairs)
 
 
 def check_scope(params: Params, client: AuthenticatedClient) -> str:
@@ -77,16 +180,82 @@ def check_scope(params: Params, client: AuthenticatedClient) -> str:
     return " ".join(dict.fromkeys(scopes))
 
 
-def check_hint(params: Params) -> str:
+def check_hint(params: Params, client: AuthenticatedClient, context: RequestContext) -> Hint:
     # CIBA 7.1: exactly one of login_hint_token, id_token_hint, login_hint.
     present = [h for h in ("login_hint", "login_hint_token", "id_token_hint") if h in params]
     if not present:
         raise InvalidRequest("one of login_hint, login_hint_token or id_token_hint is required")
     if len(present) > 1:
         raise InvalidRequest(f"only one hint may be given, got {', '.join(present)}")
-    if present[0] != "login_hint":
-        raise InvalidRequest(f"'{present[0]}' is not supported; use login_hint")
-    return params.required("login_hint")
+    if present[0] == "login_hint":
+        return Hint(kind="username", value=params.required("login_hint"))
+    if present[0] == "id_token_hint":
+        return _id_token_hint(params.required("id_token_hint"), client, context)
+    return _login_hint_token(params.required("login_hint_token"), client, context)
+
+
+def _id_token_hint(token: str, client: AuthenticatedClient, context: RequestContext) -> Hint:
+    """An ID token this provider issued to this client (its signature, issuer and audience
+    are checked; like OpenID Connect Core 3.1.2.1, an expired one is still a valid hint)."""
+    try:
+        claims = context.decode_id_token(token)
+    except jwt.PyJWTError as exc:
+        raise InvalidRequest(f"id_token_hint is not an ID token issued by this provider ({exc})") from None
+    aud = claims.get("aud")
+    audiences = aud if isinstance(aud, list) else [aud]
+    if client.client.client_id not in audiences:
+        # Another client's ID token must not let this client pick the user.
+        raise InvalidRequest("id_token_hint was not issued to this client")
+    sub = claims.get("sub")
+    if not isinstance(sub, str):
+        raise InvalidRequest("id_token_hint has no subject")
+    return Hint(kind="user_id", value=sub)
+
+
+def _login_hint_token(token: str, client: AuthenticatedClient, context: RequestContext) -> Hint:
+    """A JWT signed by the client's registered key naming the user with an RFC 9493 subject
+    identifier in ``sub_id``: ``{"format": "opaque", "id": <username>}`` or
+    ``{"format": "iss_sub", "iss": <this issuer>, "sub": <user id>}``."""
+    if not client.client.jwks:
+        raise InvalidRequest("login_hint_token needs keys registered for the client")
+    try:
+        claims = verify_client_jwt(
+            token,
+            jwks=client.client.jwks,
+            audiences=(context.issuer,),
+            now=context.now,
+            max_lifetime=MAX_REQUEST_OBJECT_LIFETIME,
+            required=("exp", "sub_id"),
+            what="login_hint_token",
+        )
+    except ExpiredJwt:
+        raise ExpiredLoginHintToken("login_hint_token has expired") from None
+    except ClientJwtError as exc:
+        raise InvalidRequest(exc.description) from None
+    sub_id = claims.get("sub_id")
+    if isinstance(sub_id, dict):
+        if sub_id.get("format") == "opaque" and isinstance(sub_id.get("id"), str):
+            return Hint(kind="username", value=sub_id["id"])
+        if (
+            sub_id.get("format") == "iss_sub"
+            and sub_id.get("iss") == context.issuer
+            and isinstance(sub_id.get("sub"), str)
+        ):
+            return Hint(kind="user_id", value=sub_id["sub"])
+    raise InvalidRequest("login_hint_token sub_id must be an 'opaque' or 'iss_sub' subject identifier")
+
+
+def check_client_notification_token(params: Params, client: AuthenticatedClient) -> str | None:
+    token = params.optional("client_notification_token")
+    mode = client.client.backchannel_token_delivery_mode
+    if mode == "poll":
+        return None
+    # CIBA 7.1: REQUIRED for ping and push; it is the bearer token of our notification.
+    if token is None:
+        raise InvalidRequest(f"client_notification_token is required in {mode} mode")
+    if len(token) > 1024 or not _B64TOKEN.fullmatch(token):
+        raise InvalidRequest("client_notification_token must be an RFC 6750 b64token of at most 1024 characters")
+    return token
 
 
 def check_binding_message(params: Params, *, max_length: int) -> str | None:
@@ -101,9 +270,7 @@ def check_binding_message(params: Params, *, max_length: int) -> str | None:
     for char in message:
         category = unicodedata.category(char)
         if category[0] == "C" or category in ("Zl", "Zp"):
-            raise InvalidBindingMessage(
-                f"binding_message contains a control or format character (U+{ord(char):04X})"
-            )
+            raise InvalidBindingMessage(f"binding_message contains a control or format character (U+{ord(char):04X})")
     if not message.strip():
         raise InvalidBindingMessage("binding_message is blank")
     if message != message.strip():
@@ -150,12 +317,15 @@ def validate_backchannel_request(
     client: AuthenticatedClient,
     settings: Settings,
     registry: TypeRegistry,
+    context: RequestContext,
 ) -> ValidatedBackchannelRequest:
     """Run every check of CIBA 7.1/7.2 (and RFC 9396 5) in order."""
     check_client_may_use_ciba(client)
-    check_unsupported_parameters(params)
+    params = resolve_request_object(params, client, context)
+    check_unsupported_parameters(params, settings=settings)
     scope = check_scope(params, client)
-    login_hint = check_hint(params)
+    hint = check_hint(params, client, context)
+    notification_token = check_client_notification_token(params, client)
     binding_message = check_binding_message(params, max_length=settings.binding_message_max_length)
     expires_in = check_requested_expiry(
         params, default=settings.request_expiry_default, maximum=settings.request_expiry_max
@@ -164,8 +334,10 @@ def validate_backchannel_request(
     return ValidatedBackchannelRequest(
         client=client,
         scope=scope,
-        login_hint=login_hint,
+        hint=hint,
         binding_message=binding_message,
+        user_code=params.optional("user_code"),
         expires_in=expires_in,
         authorization_details=details,
+        client_notification_token=notification_token,
     )

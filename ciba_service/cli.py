@@ -106,9 +106,7 @@ def users_list(config: ConfigOption = None) -> None:
 
 @clients_app.command("hash-secret")
 def clients_hash_secret(
-    secret: Annotated[
-        str | None, typer.Argument(help="Secret to hash; a new one is generated if omitted.")
-    ] = None,
+    secret: Annotated[str | None, typer.Argument(help="Secret to hash; a new one is generated if omitted.")] = None,
 ) -> None:
     """Print a client secret (when generated) and its hash for `client_secret_hash`."""
     if secret is None:
@@ -137,9 +135,7 @@ def agent_request(
     from .agent import AgentError, CibaAgent
 
     raw = (
-        Path(authorization_details[1:]).read_text()
-        if authorization_details.startswith("@")
-        else authorization_details
+        Path(authorization_details[1:]).read_text() if authorization_details.startswith("@") else authorization_details
     )
     try:
         details = json.loads(raw)
@@ -194,9 +190,7 @@ def receipts_verify(receipt_id: str, config: ConfigOption = None) -> None:
 
 @app.command()
 def demo(
-    as_json: Annotated[
-        bool, typer.Option("--json", help="End with one JSON summary line on stdout.")
-    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON summary line on stdout.")] = False,
 ) -> None:
     """Run the whole flow in embedded mode and show each step."""
     from .demo import run_demo

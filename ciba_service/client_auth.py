@@ -1,22 +1,49 @@
-"""Client authentication at the backchannel and token endpoints (RFC 6749 2.3.1).
+"""Client authentication at the backchannel and token endpoints.
 
-Supported: ``client_secret_basic`` and ``client_secret_post`` for clients registered in the
-configuration, whose secrets are stored as scrypt hashes.
+Supported: ``client_secret_basic`` and ``client_secret_post`` (RFC 6749 2.3.1; secrets stored
+as scrypt hashes), ``private_key_jwt`` (RFC 7523, keys registered per client, single-use
+``jti``) and SPIFFE JWT-SVIDs (``urn:ietf:params:oauth:client-assertion-type:jwt-spiffe``,
+signed by a key of the configured trust bundle, SPIFFE ID bound to the client), so agents need
+no static secret.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
+import jwt
+
+from .client_jwt import ClientJwtError, SpiffeBundle, verify_client_jwt
 from .config import ClientConfig, Settings
 from .errors import InvalidClient, InvalidRequest
 from .params import Params
 from .security import hash_secret, verify_secret
 
-__all__ = ["AuthenticatedClient", "authenticate_client"]
+__all__ = [
+    "JWT_BEARER",
+    "JWT_SPIFFE",
+    "AssertionContext",
+    "AuthenticatedClient",
+    "authenticate_client",
+]
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+JWT_SPIFFE = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssertionContext:
+    """What verifying a client assertion needs from the provider."""
+
+    now: int
+    audiences: Iterable[str]
+    use_once: Callable[[str, int], bool]
+    spiffe: SpiffeBundle | None
+
 
 # Verifying against this when the client is unknown keeps the response time the same for
 # known and unknown client ids, so timing does not reveal which client ids exist.
@@ -50,11 +77,83 @@ def _basic_challenge() -> dict[str, str]:
     return {"WWW-Authenticate": 'Basic realm="ciba-service"'}
 
 
+def _assertion_client(*, settings: Settings, params: Params, context: AssertionContext) -> AuthenticatedClient:
+    assertion_type = params.required("client_assertion_type")
+    assertion = params.required("client_assertion")
+    form_id = params.optional("client_id")
+    if assertion_type == JWT_BEARER:
+        try:
+            unverified = jwt.decode(assertion, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise InvalidClient("client_assertion is not a well-formed JWT") from None
+        client_id = unverified.get("iss")
+        if not isinstance(client_id, str) or (form_id is not None and form_id != client_id):
+            raise InvalidClient("client_assertion 'iss' must be the client_id")
+        client = settings.client(client_id)
+        if client is None or client.token_endpoint_auth_method != "private_key_jwt" or not client.jwks:
+            raise InvalidClient("client is not registered for private_key_jwt")
+        try:
+            verify_client_jwt(
+                assertion,
+                jwks=client.jwks,
+                audiences=context.audiences,
+                now=context.now,
+                max_lifetime=settings.max_assertion_lifetime,
+                required=("iss", "sub", "aud", "exp", "jti"),
+                issuer=client_id,
+                subject=client_id,
+                # RFC 7523 3: jti single use stops a captured assertion being replayed.
+                use_once=lambda jti, exp: context.use_once(f"assertion:{client_id}:{jti}", exp),
+            )
+        except ClientJwtError as exc:
+            raise InvalidClient(exc.description) from None
+        return AuthenticatedClient(client=client, method="private_key_jwt", client_secret="")
+    if assertion_type == JWT_SPIFFE:
+        if form_id is None:
+            raise InvalidRequest("client_id is required with a JWT-SVID client assertion")
+        client = settings.client(form_id)
+        if client is None or client.token_endpoint_auth_method != "spiffe_jwt" or not client.spiffe_id:
+            raise InvalidClient("client is not registered for SPIFFE JWT-SVID authentication")
+        if context.spiffe is None:
+            raise InvalidClient("no SPIFFE trust bundle is configured")
+        try:
+            claims = verify_client_jwt(
+                assertion,
+                jwks=context.spiffe.jwks,
+                audiences=context.audiences,
+                now=context.now,
+                max_lifetime=settings.max_assertion_lifetime,
+                required=("sub", "aud", "exp"),
+                what="JWT-SVID",
+            )
+        except ClientJwtError as exc:
+            raise InvalidClient(exc.description) from None
+        spiffe_id = str(claims.get("sub"))
+        # The SVID must be from our trust domain and name exactly this client's workload:
+        # another workload's valid SVID must not authenticate as this agent.
+        if not spiffe_id.startswith(f"spiffe://{context.spiffe.trust_domain}/"):
+            raise InvalidClient("JWT-SVID is not from the configured trust domain")
+        if spiffe_id != client.spiffe_id:
+            raise InvalidClient("JWT-SVID SPIFFE ID is not bound to this client")
+        return AuthenticatedClient(client=client, method="spiffe_jwt", client_secret="")
+    raise InvalidClient(f"unsupported client_assertion_type '{assertion_type}'")
+
+
 def authenticate_client(
-    *, settings: Settings, params: Params, authorization: str | None
+    *,
+    settings: Settings,
+    params: Params,
+    authorization: str | None,
+    context: AssertionContext | None = None,
 ) -> AuthenticatedClient:
     form_id = params.optional("client_id")
     form_secret = params.optional("client_secret")
+    if "client_assertion" in params or "client_assertion_type" in params:
+        if authorization or form_secret is not None:
+            raise InvalidRequest("more than one client authentication method used")
+        if context is None:
+            raise InvalidClient("client assertions are not accepted here")
+        return _assertion_client(settings=settings, params=params, context=context)
     if authorization:
         if form_secret is not None:
             # RFC 6749 2.3: "The client MUST NOT use more than one authentication method".
@@ -70,8 +169,12 @@ def authenticate_client(
     else:
         raise InvalidClient("client authentication is required", headers=_basic_challenge())
     client = settings.client(client_id)
-    stored = client.client_secret_hash if client else _DUMMY_HASH
-    valid = verify_secret(secret, stored)
-    if client is None or not valid:
+    uses_secret = client is not None and client.token_endpoint_auth_method in (
+        "client_secret_basic",
+        "client_secret_post",
+    )
+    stored = client.client_secret_hash if client is not None and uses_secret else ""
+    valid = verify_secret(secret, stored or _DUMMY_HASH)
+    if client is None or not uses_secret or not stored or not valid:
         raise InvalidClient("client authentication failed", headers=challenge)
     return AuthenticatedClient(client=client, method=method, client_secret=secret)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextvars
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -40,11 +40,37 @@ class ClientConfig(BaseModel):
     # only narrows the client's authorization_details types.
     client_secret_hash: str = ""
     name: str = ""
+    # client_secret_basic / client_secret_post (either, for a client with a secret hash),
+    # private_key_jwt (RFC 7523, keys in `jwks`) or spiffe_jwt (a JWT-SVID whose SPIFFE ID
+    # is `spiffe_id`, verified against the configured trust bundle).
+    token_endpoint_auth_method: Literal[
+        "client_secret_basic", "client_secret_post", "private_key_jwt", "spiffe_jwt"
+    ] = "client_secret_basic"
+    jwks: dict[str, Any] | None = None
+    spiffe_id: str | None = None
     grant_types: list[str] = Field(default_factory=lambda: ["urn:openid:params:grant-type:ciba"])
-    backchannel_token_delivery_mode: Literal["poll"] = "poll"  # noqa: S105 - not a secret
+    backchannel_token_delivery_mode: Literal["poll", "ping", "push"] = "poll"
+    backchannel_client_notification_endpoint: str | None = None
+    # When set, /bc-authorize accepts only signed authentication requests (CIBA 7.1.1).
+    backchannel_authentication_request_signing_alg: Literal["ES256", "PS256", "RS256"] | None = None
     scopes: list[str] = Field(default_factory=lambda: ["openid"])
     authorization_details_types: list[str] = Field(default_factory=list)
     audience: str | None = None
+    # May call the RFC 7662 introspection endpoint (resource servers register as clients).
+    introspection: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClientConfig:
+        mode = self.backchannel_token_delivery_mode
+        if mode in ("ping", "push") and not self.backchannel_client_notification_endpoint:
+            raise ValueError(f"client {self.client_id}: {mode} mode needs backchannel_client_notification_endpoint")
+        if self.token_endpoint_auth_method == "private_key_jwt" and not self.jwks:
+            raise ValueError(f"client {self.client_id}: private_key_jwt needs jwks")
+        if self.token_endpoint_auth_method == "spiffe_jwt" and not self.spiffe_id:
+            raise ValueError(f"client {self.client_id}: spiffe_jwt needs spiffe_id")
+        if self.backchannel_authentication_request_signing_alg and not self.jwks:
+            raise ValueError(f"client {self.client_id}: signed requests need jwks")
+        return self
 
 
 class AuthorizationDetailsTypeConfig(BaseModel):
@@ -89,9 +115,7 @@ class KeycloakConfig(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="CIBA_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="CIBA_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     mode: Literal["embedded", "keycloak"] = "embedded"
     environment: Literal["development", "production"] = "development"
@@ -116,6 +140,17 @@ class Settings(BaseSettings):
     clients: list[ClientConfig] = Field(default_factory=list)
     authorization_details_types: dict[str, AuthorizationDetailsTypeConfig] = Field(default_factory=dict)
     keycloak: KeycloakConfig = Field(default_factory=KeycloakConfig)
+    # SPIFFE: the trust bundle (a JWKS document, as SPIFFE bundle endpoints serve it) that
+    # JWT-SVID client assertions must be signed with, and its trust domain.
+    spiffe_trust_domain: str = ""
+    spiffe_bundle_path: Path | None = None
+    # CIBA user_code (7.1): off unless enabled; users then set one with `users set-user-code`.
+    backchannel_user_code_parameter_supported: bool = False
+    # Client assertions and request objects older than this are refused (replay window).
+    max_assertion_lifetime: int = Field(default=300, ge=30)
+    # Bounded retries of ping/push notifications (transient failures only).
+    notification_timeout: float = Field(default=5.0, gt=0)
+    notification_attempts: int = Field(default=4, ge=1)
 
     @classmethod
     def settings_customise_sources(
@@ -151,10 +186,12 @@ class Settings(BaseSettings):
                 raise ValueError("webhook_url must be https in production")
         if self.notifier == "webhook" and not self.webhook_url:
             raise ValueError("notifier = 'webhook' needs webhook_url")
+        for client in self.clients:
+            endpoint = client.backchannel_client_notification_endpoint
+            if endpoint:
+                _check_notification_endpoint(endpoint, production=self.environment == "production")
         if self.mode == "keycloak" and not self.keycloak.admin_client_secret:
-            raise ValueError(
-                "keycloak mode needs keycloak.admin_client_secret (CIBA_KEYCLOAK__ADMIN_CLIENT_SECRET)"
-            )
+            raise ValueError("keycloak mode needs keycloak.admin_client_secret (CIBA_KEYCLOAK__ADMIN_CLIENT_SECRET)")
         return self
 
     @property
@@ -175,6 +212,20 @@ class Settings(BaseSettings):
             if client.client_id == client_id:
                 return client
         return None
+
+
+def _check_notification_endpoint(url: str, *, production: bool) -> None:
+    # CIBA 10.2/10.3 deliver tokens and auth_req_ids to this URL: https only, except plain http
+    # to loopback during development (nothing crosses a network there).
+    parts = urlsplit(url)
+    if parts.fragment or not parts.hostname:
+        raise ValueError(f"notification endpoint {url!r} must be an absolute URL without fragment")
+    if parts.scheme == "https":
+        return
+    loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if parts.scheme == "http" and loopback and not production:
+        return
+    raise ValueError(f"notification endpoint {url!r} must be https (http only to loopback in development)")
 
 
 def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:

@@ -107,9 +107,7 @@ def run_demo(*, as_json: bool = False, data_dir: Path | None = None) -> dict[str
         steps.step("1. The service is up (embedded mode: its own OpenID Provider)")
         meta = http.get(f"{base}/.well-known/openid-configuration").json()
         steps.say(f"  issuer {meta['issuer']}; grant {meta['grant_types_supported'][0]}")
-        steps.say(
-            f"  authorization_details types: {', '.join(meta['authorization_details_types_supported'])}"
-        )
+        steps.say(f"  authorization_details types: {', '.join(meta['authorization_details_types_supported'])}")
 
         steps.step("2. Enroll a user with a passkey (development software authenticator)")
         _, link = provider.add_user(username="alice", display_name="Alice Example")
@@ -126,8 +124,7 @@ def run_demo(*, as_json: bool = False, data_dir: Path | None = None) -> dict[str
         )
         steps.say(f"  authorization_details: {json.dumps(SAMPLE_ACTION)}")
         steps.say(
-            f"  binding_message {binding_message!r}; expires_in {pending.expires_in}s, "
-            f"interval {pending.interval}s"
+            f"  binding_message {binding_message!r}; expires_in {pending.expires_in}s, interval {pending.interval}s"
         )
 
         steps.step("4. The user approves on the decoupled device with the passkey")
@@ -137,10 +134,7 @@ def run_demo(*, as_json: bool = False, data_dir: Path | None = None) -> dict[str
             notice = notifier.inbox.get(timeout=30)
             view = device.fetch_view(http, notice.approval_url)
             for entry in view["entries"]:
-                steps.say(
-                    f"  the page shows: [bold]{entry['text']}[/] (binding message "
-                    f"{view['binding_message']!r})"
-                )
+                steps.say(f"  the page shows: [bold]{entry['text']}[/] (binding message {view['binding_message']!r})")
             result.update(device.approve(http, notice.approval_url, authenticator))
             steps.say(f"  approved; receipt {result['receipt']}")
 
@@ -158,9 +152,7 @@ def run_demo(*, as_json: bool = False, data_dir: Path | None = None) -> dict[str
         first = http.put(f"http://127.0.0.1:{api_port}/policies/policy-42", headers=headers)
         steps.say(f"  PUT /policies/policy-42 -> {first.status_code} {first.json()}")
         again = http.put(f"http://127.0.0.1:{api_port}/policies/policy-42", headers=headers)
-        steps.say(
-            f"  PUT /policies/policy-42 again -> {again.status_code} {again.headers.get('www-authenticate')}"
-        )
+        steps.say(f"  PUT /policies/policy-42 again -> {again.status_code} {again.headers.get('www-authenticate')}")
         other = http.put(f"http://127.0.0.1:{api_port}/policies/policy-43", headers=headers)
         steps.say(f"  PUT /policies/policy-43 -> {other.status_code} {other.headers.get('www-authenticate')}")
         receipt_check = provider.verify_receipt(result["receipt"])

@@ -8,6 +8,9 @@ Exception hierarchy::
     ├── UnauthorizedClient
     ├── InvalidScope
     ├── UnknownUserId               CIBA 13
+    ├── ExpiredLoginHintToken       CIBA 13
+    ├── MissingUserCode             CIBA 13
+    ├── InvalidUserCode             CIBA 13
     ├── InvalidBindingMessage       CIBA 13
     ├── InvalidAuthorizationDetails RFC 9396 5
     ├── UnsupportedGrantType
@@ -41,6 +44,7 @@ __all__ = [
     "AssertionRejected",
     "AuthorizationPending",
     "EnrollmentError",
+    "ExpiredLoginHintToken",
     "ExpiredToken",
     "InvalidAuthorizationDetails",
     "InvalidBindingMessage",
@@ -48,6 +52,8 @@ __all__ = [
     "InvalidGrant",
     "InvalidRequest",
     "InvalidScope",
+    "InvalidUserCode",
+    "MissingUserCode",
     "OAuthError",
     "SlowDown",
     "TemporarilyUnavailable",
@@ -95,6 +101,18 @@ class InvalidScope(OAuthError):
 
 class UnknownUserId(OAuthError):
     error = "unknown_user_id"
+
+
+class ExpiredLoginHintToken(OAuthError):
+    error = "expired_login_hint_token"
+
+
+class MissingUserCode(OAuthError):
+    error = "missing_user_code"
+
+
+class InvalidUserCode(OAuthError):
+    error = "invalid_user_code"
 
 
 class InvalidBindingMessage(OAuthError):

@@ -22,14 +22,10 @@ def create_example_api(verifier: TokenVerifier) -> FastAPI:
     policies: dict[str, dict[str, Any]] = {}
 
     def update_policy(policy_id: str) -> RequestedAction:
-        return RequestedAction(
-            type="iam_policy", actions=["update"], identifier=policy_id, locations=[IAM_LOCATION]
-        )
+        return RequestedAction(type="iam_policy", actions=["update"], identifier=policy_id, locations=[IAM_LOCATION])
 
     def delete_policy(policy_id: str) -> RequestedAction:
-        return RequestedAction(
-            type="iam_policy", actions=["delete"], identifier=policy_id, locations=[IAM_LOCATION]
-        )
+        return RequestedAction(type="iam_policy", actions=["delete"], identifier=policy_id, locations=[IAM_LOCATION])
 
     # Dependencies are given as defaults, not in Annotated[...]: with postponed annotations
     # FastAPI cannot resolve names local to this factory.

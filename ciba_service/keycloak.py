@@ -254,9 +254,7 @@ class KeycloakProvider(Provider):
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        super().__init__(
-            settings=settings, store=store, signing_key=signing_key, notifier=notifier, clock=clock
-        )
+        super().__init__(settings=settings, store=store, signing_key=signing_key, notifier=notifier, clock=clock)
         kc = settings.keycloak
         self.kc = kc
         # Redirects are never followed: every URL here is configured, a redirect is an error.
@@ -290,6 +288,11 @@ class KeycloakProvider(Provider):
     # 1. the agent's request -------------------------------------------------------------
     def backchannel_authenticate(self, params: Params, authorization: str | None) -> BackchannelResult:
         client_id, auth_headers, auth_form = identify_client(params, authorization)
+        for unsupported in ("login_hint_token", "id_token_hint", "request"):
+            if unsupported in params:
+                # Keycloak's CIBA takes login_hint only, and a signed request would hide the
+                # authorization_details from us; refused rather than half-supported.
+                raise InvalidRequest(f"'{unsupported}' is not supported in keycloak mode; use login_hint")
         policy = self.settings.client(client_id) or ClientConfig(
             client_id=client_id, scopes=["openid", "profile", "email"]
         )
@@ -298,6 +301,7 @@ class KeycloakProvider(Provider):
             client=AuthenticatedClient(client=policy, method="passthrough", client_secret=""),
             settings=self.settings,
             registry=self.registry,
+            context=self.request_context(),
         )
         now = self.now()
         intent = Intent(
@@ -341,9 +345,7 @@ class KeycloakProvider(Provider):
             body = {}
         if response.status_code >= 500 or not isinstance(body, dict) or not body:
             self._discard(intent.intent_id)
-            raise TemporarilyUnavailable(
-                f"the identity provider failed (HTTP {response.status_code}); retry later"
-            )
+            raise TemporarilyUnavailable(f"the identity provider failed (HTTP {response.status_code}); retry later")
         if response.status_code != 200:
             self._discard(intent.intent_id)
         elif "auth_req_id" in body:
@@ -406,9 +408,7 @@ class KeycloakProvider(Provider):
         user = User(
             user_id=user_id,
             username=str(representation.get("username", "")),
-            display_name=" ".join(
-                p for p in (representation.get("firstName"), representation.get("lastName")) if p
-            )
+            display_name=" ".join(p for p in (representation.get("firstName"), representation.get("lastName")) if p)
             or str(representation.get("username", "")),
             # Keycloak's WebAuthn user handle is the UTF-8 bytes of the user id.
             user_handle=user_id.encode("utf-8"),
@@ -428,9 +428,7 @@ class KeycloakProvider(Provider):
         claims = self.verify_channel_token(authorization)
         intent_id = body.get(INTENT_PARAMETER)
         if not isinstance(intent_id, str):
-            raise ChannelError(
-                400, "the request carries no intent reference; use this service's /bc-authorize"
-            )
+            raise ChannelError(400, "the request carries no intent reference; use this service's /bc-authorize")
         intent = self.store.take_intent(intent_id, now=self.now())
         if intent is None:
             raise ChannelError(400, "unknown or expired intent")
@@ -490,9 +488,7 @@ class KeycloakProvider(Provider):
             }
             payload = {
                 "status": "SUCCEED",
-                CALLBACK_AUTHORIZATION_DETAILS: json.dumps(
-                    request.authorization_details, separators=(",", ":")
-                ),
+                CALLBACK_AUTHORIZATION_DETAILS: json.dumps(request.authorization_details, separators=(",", ":")),
                 CALLBACK_APPROVAL: json.dumps(approval, separators=(",", ":")),
             }
         elif request.status is RequestStatus.DENIED:

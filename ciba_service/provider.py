@@ -6,15 +6,27 @@ results or :class:`~ciba_service.errors.OAuthError` back into HTTP.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
+
 from . import approval as approval_mod
-from .backchannel import CIBA_GRANT_TYPE, check_client_may_use_ciba, validate_backchannel_request
-from .client_auth import AuthenticatedClient, authenticate_client
+from .backchannel import (
+    CIBA_GRANT_TYPE,
+    Hint,
+    RequestContext,
+    check_client_may_use_ciba,
+    validate_backchannel_request,
+)
+from .client_auth import AssertionContext, AuthenticatedClient, authenticate_client
+from .client_jwt import ASSERTION_ALGORITHMS, SpiffeBundle
 from .config import Settings
+from .delivery import NotificationSender
 from .errors import (
     AccessDenied,
     ApprovalAlreadyDecided,
@@ -26,16 +38,21 @@ from .errors import (
     ExpiredToken,
     InvalidGrant,
     InvalidRequest,
+    InvalidUserCode,
+    MissingUserCode,
     SlowDown,
+    UnauthorizedClient,
     UnknownUserId,
     UnsupportedGrantType,
 )
 from .notify import ApprovalNotice, Notifier
 from .params import Params
 from .rar import TypeRegistry, describe_entry
-from .security import new_id, sha256_b64url
-from .store.base import BackchannelRequest, Enrollment, RequestStatus, Store, User
+from .security import hash_secret, new_id, sha256_b64url, verify_secret
+from .store.base import BackchannelRequest, CallbackState, Enrollment, RequestStatus, Store, User
 from .tokens import SigningKey, mint_access_token, mint_id_token
+
+log = logging.getLogger("ciba_service.provider")
 
 __all__ = ["Provider", "SLOW_DOWN_INCREMENT"]
 
@@ -70,6 +87,17 @@ class Provider:
         self.notifier = notifier
         self.registry = TypeRegistry.from_config(settings.authorization_details_types)
         self._clock = clock
+        self.spiffe = (
+            SpiffeBundle.load(settings.spiffe_bundle_path, trust_domain=settings.spiffe_trust_domain)
+            if settings.spiffe_bundle_path
+            else None
+        )
+        self.sender = NotificationSender(timeout=settings.notification_timeout, attempts=settings.notification_attempts)
+        # Deliveries run on their own threads so the user's Approve answers at once; tests
+        # may set this to False and call deliver() themselves.
+        self.deliver_in_background = True
+        # Seconds between background sweeps (expiry, undelivered notifications); 0 disables.
+        self.sweep_interval = 2.0
 
     def now(self) -> int:
         return int(self._clock())
@@ -86,10 +114,21 @@ class Provider:
             "token_endpoint": f"{iss}/token",
             "jwks_uri": f"{iss}/jwks.json",
             "grant_types_supported": [CIBA_GRANT_TYPE],
-            "backchannel_token_delivery_modes_supported": ["poll"],
-            "backchannel_user_code_parameter_supported": False,
-            "backchannel_authentication_request_signing_alg_values_supported": [],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "introspection_endpoint": f"{iss}/introspect",
+            "backchannel_token_delivery_modes_supported": ["poll", "ping", "push"],
+            "backchannel_user_code_parameter_supported": self.settings.backchannel_user_code_parameter_supported,
+            "backchannel_authentication_request_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_basic",
+                "client_secret_post",
+                "private_key_jwt",
+                "spiffe_jwt",
+            ],
+            "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+            "client_assertion_types_supported": [
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe",
+            ],
             "scopes_supported": ["openid"],
             "response_types_supported": [],
             "subject_types_supported": ["public"],
@@ -175,25 +214,96 @@ class Provider:
         return {"status": "enrolled", "username": user.username}
 
     # backchannel authentication ---------------------------------------------------------
-    def authenticate_client(self, params: Params, authorization: str | None) -> AuthenticatedClient:
-        return authenticate_client(settings=self.settings, params=params, authorization=authorization)
+    def audiences(self) -> tuple[str, ...]:
+        # RFC 7523 3 / CIBA 7.1.1: the issuer identifier, or the endpoint the JWT is sent to.
+        iss = self.settings.issuer
+        return (iss, f"{iss}/token", f"{iss}/bc-authorize")
 
-    def resolve_user(self, login_hint: str) -> User:
-        user = self.store.find_user(login_hint)
+    def _use_once(self, key: str, expires_at: int) -> bool:
+        return self.store.use_once(key, expires_at=expires_at, now=self.now())
+
+    def authenticate_client(self, params: Params, authorization: str | None) -> AuthenticatedClient:
+        context = AssertionContext(
+            now=self.now(), audiences=self.audiences(), use_once=self._use_once, spiffe=self.spiffe
+        )
+        return authenticate_client(settings=self.settings, params=params, authorization=authorization, context=context)
+
+    def request_context(self) -> RequestContext:
+        return RequestContext(
+            issuer=self.settings.issuer,
+            audiences=self.audiences(),
+            now=self.now(),
+            use_once=self._use_once,
+            decode_id_token=self.decode_id_token,
+        )
+
+    def decode_id_token(self, token: str) -> dict[str, Any]:
+        if jwt.get_unverified_header(token).get("typ", "JWT") != "JWT":
+            raise jwt.InvalidTokenError("not an ID token")
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            self.signing_key.private_key.public_key(),
+            algorithms=["ES256"],
+            issuer=self.settings.issuer,
+            options={"verify_exp": False, "verify_aud": False, "require": ["iss", "sub", "aud"]},
+        )
+        return claims
+
+    def resolve_user(self, hint: Hint | str) -> User:
+        if isinstance(hint, str):
+            hint = Hint(kind="username", value=hint)
+        if hint.kind == "user_id":
+            user = self.store.get_user(hint.value)
+            shown = user.username if user else hint.value
+        else:
+            user = self.store.find_user(hint.value)
+            shown = hint.value
         if user is None or not user.enabled:
-            raise UnknownUserId(f"no enabled user matches login_hint '{login_hint}'")
+            raise UnknownUserId(f"no enabled user matches the hint '{shown}'")
         if not self.store.passkeys_for(user.user_id):
-            raise UnknownUserId(f"user '{login_hint}' has no passkey enrolled and cannot approve")
+            raise UnknownUserId(f"user '{shown}' has no passkey enrolled and cannot approve")
         return user
+
+    def check_user_code(self, user: User, user_code: str | None) -> None:
+        """CIBA 7.1 user_code: a secret the user gave the agent, stopping an agent that only
+        knows a username from spamming that user with requests."""
+        if not self.settings.backchannel_user_code_parameter_supported:
+            return
+        stored = self.store.get_user_code(user.user_id)
+        if stored is None:
+            return
+        if user_code is None:
+            raise MissingUserCode("this user requires a user_code")
+        if not verify_secret(user_code, stored):
+            raise InvalidUserCode("user_code is not valid for this user")
+
+    def set_user_code(self, user: User, code: str | None) -> None:
+        self.store.set_user_code(user.user_id, hash_secret(code) if code else None)
 
     def backchannel_authenticate(self, params: Params, authorization: str | None) -> BackchannelResult:
         client = self.authenticate_client(params, authorization)
         validated = validate_backchannel_request(
-            params=params, client=client, settings=self.settings, registry=self.registry
+            params=params,
+            client=client,
+            settings=self.settings,
+            registry=self.registry,
+            context=self.request_context(),
         )
-        user = self.resolve_user(validated.login_hint)
+        user = self.resolve_user(validated.hint)
+        self.check_user_code(user, validated.user_code)
         now = self.now()
         auth_req_id = new_id(32)  # 256 bits; CIBA 7.3 asks for unguessable
+        mode = client.client.backchannel_token_delivery_mode
+        upstream: dict[str, Any] = {}
+        if mode != "poll":
+            # Ping and push must name the auth_req_id to the client later, so it is kept
+            # (with the client's bearer for its endpoint); poll keeps only the hash.
+            upstream = {
+                "delivery": mode,
+                "endpoint": client.client.backchannel_client_notification_endpoint,
+                "notification_token": validated.client_notification_token,
+                "auth_req_id": auth_req_id,
+            }
         request = BackchannelRequest(
             request_id=new_id(16),
             auth_req_id_hash=sha256_b64url(auth_req_id),
@@ -208,13 +318,12 @@ class Provider:
             expires_at=now + validated.expires_in,
             interval=self.settings.poll_interval,
             nonce=new_id(16),
+            upstream=upstream,
         )
         self.store.add_request(request)
-        response = {
-            "auth_req_id": auth_req_id,
-            "expires_in": validated.expires_in,
-            "interval": request.interval,
-        }
+        response: dict[str, Any] = {"auth_req_id": auth_req_id, "expires_in": validated.expires_in}
+        if mode != "push":  # CIBA 7.3: interval only where the client polls
+            response["interval"] = request.interval
         return BackchannelResult(response=response, notice=self.notice_for(request, user), request=request)
 
     def notice_for(self, request: BackchannelRequest, user: User) -> ApprovalNotice:
@@ -237,6 +346,9 @@ class Provider:
             raise UnsupportedGrantType(f"grant_type '{grant_type}' is not supported")
         client = self.authenticate_client(params, authorization)
         check_client_may_use_ciba(client)
+        if client.client.backchannel_token_delivery_mode == "push":
+            # CIBA 10.3: a push client receives its tokens at its notification endpoint only.
+            raise UnauthorizedClient("this client is registered for push delivery; tokens are pushed")
         auth_req_id = params.required("auth_req_id")
         request = self.store.find_request_by_auth_req_id(sha256_b64url(auth_req_id))
         if request is None:
@@ -251,6 +363,9 @@ class Provider:
         now_ms = self.now_ms()
         now = now_ms // 1000
         if request.status is RequestStatus.ISSUED:
+            # A second redemption means the auth_req_id leaked or the client is confused:
+            # the token already issued for it is revoked (visible through introspection).
+            self.store.revoke_request(request.request_id)
             raise InvalidGrant("auth_req_id has already been used")
         if request.status is RequestStatus.DENIED:
             raise AccessDenied("the user denied the request")
@@ -258,10 +373,7 @@ class Provider:
             raise ExpiredToken("the authentication request has expired")
         if request.status is RequestStatus.PENDING:
             interval = request.interval
-            if (
-                request.last_poll_at is not None
-                and now_ms - request.last_poll_at < interval * 1000 - _POLL_SLACK_MS
-            ):
+            if request.last_poll_at is not None and now_ms - request.last_poll_at < interval * 1000 - _POLL_SLACK_MS:
                 interval += SLOW_DOWN_INCREMENT
                 self.store.record_poll(request.request_id, now=now_ms, interval=interval)
                 raise SlowDown(f"polling too fast; wait at least {interval} seconds between requests")
@@ -270,6 +382,7 @@ class Provider:
         return self.issue_tokens(request, auth_req_id)
 
     def issue_tokens(self, request: BackchannelRequest, auth_req_id: str) -> dict[str, Any]:
+        """Mint the tokens for an approved request (once)."""
         now = self.now()
         receipt = self.store.get_receipt(request.receipt_id or "")
         if receipt is None:
@@ -308,6 +421,8 @@ class Provider:
             auth_time=receipt.created_at,
             now=now,
             lifetime=lifetime,
+            # CIBA 10.3.1: a pushed ID token binds the access token it travels with.
+            access_token=access_token,
         )
         return {
             "access_token": access_token,
@@ -350,8 +465,7 @@ class Provider:
             "username": user.username,
             "binding_message": request.binding_message,
             "entries": [
-                {"text": describe_entry(e, registry=self.registry), "detail": e}
-                for e in request.authorization_details
+                {"text": describe_entry(e, registry=self.registry), "detail": e} for e in request.authorization_details
             ],
             "expires_at": request.expires_at,
             "binding_document": document,
@@ -404,7 +518,70 @@ class Provider:
         return {"status": "denied"}
 
     def after_decision(self, request_id: str) -> None:
-        """Hook for modes that must tell someone about the decision (keycloak mode)."""
+        """Tell the client about the decision at once in ping and push modes."""
+        request = self.store.get_request(request_id)
+        if request is None or request.upstream.get("delivery") not in ("ping", "push"):
+            return
+        if self.deliver_in_background:
+            threading.Thread(target=self.deliver, args=(request_id,), daemon=True).start()
+        else:
+            self.deliver(request_id)
+
+    def deliver(self, request_id: str) -> bool:
+        """Ping (``{auth_req_id}``) or push (the token response) to the client, once."""
+        request = self.store.get_request(request_id)
+        if request is None or not self.store.claim_callback(request_id):
+            return False
+        upstream = request.upstream
+        auth_req_id = str(upstream.get("auth_req_id"))
+        payload: dict[str, Any] = {"auth_req_id": auth_req_id}
+        if upstream.get("delivery") == "push":
+            if request.status is RequestStatus.APPROVED:
+                try:
+                    payload.update(self.issue_tokens(request, auth_req_id))
+                except InvalidGrant:
+                    payload.update(error="transaction_failed", error_description="token already issued")
+            elif request.status is RequestStatus.DENIED:
+                payload.update(error="access_denied", error_description="the user denied the request")
+            else:
+                payload.update(error="expired_token", error_description="the authentication request has expired")
+        elif request.status not in (RequestStatus.APPROVED, RequestStatus.DENIED):
+            # Ping mode on expiry: nothing to fetch; the client's own expires_in tells it.
+            self.store.set_callback_state(request_id, CallbackState.SENT)
+            return False
+        result = self.sender.send(
+            str(upstream.get("endpoint")), bearer=str(upstream.get("notification_token")), payload=payload
+        )
+        self.store.set_callback_state(request_id, CallbackState.SENT if result.delivered else CallbackState.FAILED)
+        if not result.delivered:
+            log.warning("%s delivery for %s failed: %s", upstream.get("delivery"), request_id, result.reason)
+        return result.delivered
+
+    def sweep_expired(self) -> int:
+        """Deliver what is due: decisions not yet delivered (e.g. after a restart) and push
+        notifications of expiry. Returns how many deliveries succeeded."""
+        return sum(1 for r in self.store.pending_notifications(now=self.now()) if self.deliver(r.request_id))
+
+    # introspection (RFC 7662) ----------------------------------------------------------
+    def introspect(self, params: Params, authorization: str | None) -> dict[str, Any]:
+        caller = self.authenticate_client(params, authorization)
+        if not caller.client.introspection:
+            raise UnauthorizedClient("this client may not introspect tokens")
+        token = params.required("token")
+        try:
+            claims = jwt.decode(
+                token,
+                self.signing_key.private_key.public_key(),
+                algorithms=["ES256"],
+                issuer=self.settings.issuer,
+                options={"verify_aud": False, "require": ["exp", "jti", "iss"]},
+            )
+        except jwt.PyJWTError:
+            return {"active": False}
+        request = self.store.find_request_by_jti(str(claims["jti"]))
+        if request is None or request.revoked:
+            return {"active": False}
+        return {"active": True, "token_type": "Bearer", **claims}
 
     def verify_receipt(self, receipt_id: str) -> dict[str, Any]:
         receipt = self.store.get_receipt(receipt_id)

@@ -190,8 +190,7 @@ def parse_authorization_details(
             f"authorization_details has {len(value)} entries; at most {max_entries} are allowed"
         )
     return [
-        _check_entry(index, entry, registry=registry, allowed_types=allowed_types)
-        for index, entry in enumerate(value)
+        _check_entry(index, entry, registry=registry, allowed_types=allowed_types) for index, entry in enumerate(value)
     ]
 
 

@@ -226,9 +226,7 @@ class VerificationKey:
             if isinstance(self.key, ec.EllipticCurvePublicKey):
                 if len(signature) != 64:
                     return False
-                der = encode_dss_signature(
-                    int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-                )
+                der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
                 self.key.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
             else:
                 self.key.verify(signature, signing_input, padding.PKCS1v15(), hashes.SHA256())

@@ -23,9 +23,7 @@ def free_port() -> int:
 class BackgroundServer:
     def __init__(self, app: FastAPI, *, port: int, host: str = "127.0.0.1") -> None:
         self.port = port
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-        )
+        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def __enter__(self) -> BackgroundServer:

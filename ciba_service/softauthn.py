@@ -147,14 +147,10 @@ class SoftAuthenticator:
             raise LookupError("no credential for this relying party")
         cred.sign_count += 1
         auth_data = (
-            hashlib.sha256(rp_id.encode()).digest()
-            + bytes([self._flags()])
-            + cred.sign_count.to_bytes(4, "big")
+            hashlib.sha256(rp_id.encode()).digest() + bytes([self._flags()]) + cred.sign_count.to_bytes(4, "big")
         )
         client_data = self._client_data("webauthn.get", options["challenge"], origin)
-        signature = cred.private_key.sign(
-            auth_data + hashlib.sha256(client_data).digest(), ec.ECDSA(hashes.SHA256())
-        )
+        signature = cred.private_key.sign(auth_data + hashlib.sha256(client_data).digest(), ec.ECDSA(hashes.SHA256()))
         return {
             "id": b64url_encode(cred.credential_id),
             "rawId": b64url_encode(cred.credential_id),

@@ -41,9 +41,7 @@ def _public_jwk(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
 
 def jwk_thumbprint(jwk: dict[str, str]) -> str:
     """RFC 7638 thumbprint of an EC public JWK."""
-    canonical = json.dumps(
-        {k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"), sort_keys=True
-    )
+    canonical = json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"), sort_keys=True)
     return b64url_encode(hashlib.sha256(canonical.encode("ascii")).digest())
 
 
@@ -126,9 +124,10 @@ def mint_id_token(
     auth_time: int,
     now: int,
     lifetime: int,
+    access_token: str | None = None,
 ) -> str:
     """The OpenID ID token CIBA 10.1.1 returns beside the access token."""
-    claims = {
+    claims: dict[str, Any] = {
         "iss": issuer,
         "sub": subject,
         "aud": client_id,
@@ -140,4 +139,7 @@ def mint_id_token(
         # CIBA 10.3.1: binds the ID token to the request it answers.
         "urn:openid:params:jwt:claim:auth_req_id": auth_req_id,
     }
+    if access_token is not None:
+        # OpenID Connect Core 3.2.2.9: left half of SHA-256 of the access token.
+        claims["at_hash"] = b64url_encode(hashlib.sha256(access_token.encode("ascii")).digest()[:16])
     return key.sign(claims, typ="JWT")

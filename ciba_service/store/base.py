@@ -115,6 +115,7 @@ class BackchannelRequest:
     # keycloak mode: what the channel needs to answer Keycloak (see keycloak.py).
     upstream: dict[str, Any] = field(default_factory=dict)
     callback_state: CallbackState = CallbackState.NONE
+    revoked: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,6 +216,28 @@ class Store(ABC):
 
     @abstractmethod
     def get_receipt(self, receipt_id: str) -> ApprovalReceipt | None: ...
+
+    # single use of assertion / request-object identifiers ------------------------------------
+    @abstractmethod
+    def use_once(self, key: str, *, expires_at: int, now: int) -> bool:
+        """Record ``key`` until ``expires_at``; False if it was recorded before (a replay)."""
+
+    @abstractmethod
+    def set_user_code(self, user_id: str, code_hash: str | None) -> None: ...
+
+    @abstractmethod
+    def get_user_code(self, user_id: str) -> str | None: ...
+
+    @abstractmethod
+    def revoke_request(self, request_id: str) -> None:
+        """Mark the token issued for this request revoked (auth_req_id redeemed twice)."""
+
+    @abstractmethod
+    def find_request_by_jti(self, jti: str) -> BackchannelRequest | None: ...
+
+    @abstractmethod
+    def pending_notifications(self, *, now: int) -> list[BackchannelRequest]:
+        """Ping/push requests decided or expired whose notification was not claimed yet."""
 
     # keycloak mode ------------------------------------------------------------------------
     @abstractmethod

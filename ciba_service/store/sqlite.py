@@ -67,7 +67,17 @@ CREATE TABLE IF NOT EXISTS requests (
     receipt_id TEXT,
     token_jti TEXT,
     upstream TEXT NOT NULL DEFAULT '{}',
-    callback_state TEXT NOT NULL DEFAULT 'none'
+    callback_state TEXT NOT NULL DEFAULT 'none',
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS requests_token_jti ON requests(token_jti);
+CREATE TABLE IF NOT EXISTS used_once (
+    key TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS user_codes (
+    user_id TEXT PRIMARY KEY REFERENCES users(user_id),
+    code_hash TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS intents (
     intent_id TEXT PRIMARY KEY,
@@ -242,7 +252,7 @@ class SQLiteStore(Store):
     def add_request(self, request: BackchannelRequest) -> None:
         r = request
         self._exec(
-            "INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 r.request_id,
                 r.auth_req_id_hash,
@@ -264,6 +274,7 @@ class SQLiteStore(Store):
                 r.token_jti,
                 json.dumps(r.upstream),
                 r.callback_state.value,
+                int(r.revoked),
             ),
         )
 
@@ -292,15 +303,14 @@ class SQLiteStore(Store):
             token_jti=row["token_jti"],
             upstream=json.loads(row["upstream"]),
             callback_state=CallbackState(row["callback_state"]),
+            revoked=bool(row["revoked"]),
         )
 
     def get_request(self, request_id: str) -> BackchannelRequest | None:
         return self._request(self._one("SELECT * FROM requests WHERE request_id = ?", (request_id,)))
 
     def find_request_by_auth_req_id(self, auth_req_id_hash: str) -> BackchannelRequest | None:
-        return self._request(
-            self._one("SELECT * FROM requests WHERE auth_req_id_hash = ?", (auth_req_id_hash,))
-        )
+        return self._request(self._one("SELECT * FROM requests WHERE auth_req_id_hash = ?", (auth_req_id_hash,)))
 
     def find_request_by_approval_id(self, approval_id: str) -> BackchannelRequest | None:
         return self._request(self._one("SELECT * FROM requests WHERE approval_id = ?", (approval_id,)))
@@ -356,8 +366,7 @@ class SQLiteStore(Store):
     def mark_issued(self, request_id: str, *, jti: str) -> bool:
         return (
             self._exec(
-                "UPDATE requests SET status = 'issued', token_jti = ? "
-                "WHERE request_id = ? AND status = 'approved'",
+                "UPDATE requests SET status = 'issued', token_jti = ? WHERE request_id = ? AND status = 'approved'",
                 (jti, request_id),
             )
             == 1
@@ -461,8 +470,7 @@ class SQLiteStore(Store):
     def claim_callback(self, request_id: str) -> bool:
         return (
             self._exec(
-                "UPDATE requests SET callback_state = 'sending' "
-                "WHERE request_id = ? AND callback_state = 'none'",
+                "UPDATE requests SET callback_state = 'sending' WHERE request_id = ? AND callback_state = 'none'",
                 (request_id,),
             )
             == 1
@@ -474,8 +482,47 @@ class SQLiteStore(Store):
     def expired_pending(self, *, now: int) -> list[BackchannelRequest]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM requests WHERE status = 'pending' AND expires_at <= ? "
-                "AND callback_state = 'none'",
+                "SELECT * FROM requests WHERE status = 'pending' AND expires_at <= ? AND callback_state = 'none'",
+                (now,),
+            ).fetchall()
+        return [r for r in (self._request(row) for row in rows) if r is not None]
+
+    # single use, user codes, revocation, notifications ------------------------------------
+    def use_once(self, key: str, *, expires_at: int, now: int) -> bool:
+        with self._lock:
+            self._db.execute("DELETE FROM used_once WHERE expires_at <= ?", (now,))
+            try:
+                self._db.execute("INSERT INTO used_once VALUES (?, ?)", (key, expires_at))
+            except sqlite3.IntegrityError:
+                return False
+        return True
+
+    def set_user_code(self, user_id: str, code_hash: str | None) -> None:
+        if code_hash is None:
+            self._exec("DELETE FROM user_codes WHERE user_id = ?", (user_id,))
+        else:
+            self._exec(
+                "INSERT INTO user_codes VALUES (?, ?) ON CONFLICT(user_id) DO UPDATE SET "
+                "code_hash = excluded.code_hash",
+                (user_id, code_hash),
+            )
+
+    def get_user_code(self, user_id: str) -> str | None:
+        row = self._one("SELECT code_hash FROM user_codes WHERE user_id = ?", (user_id,))
+        return None if row is None else str(row["code_hash"])
+
+    def revoke_request(self, request_id: str) -> None:
+        self._exec("UPDATE requests SET revoked = 1 WHERE request_id = ?", (request_id,))
+
+    def find_request_by_jti(self, jti: str) -> BackchannelRequest | None:
+        return self._request(self._one("SELECT * FROM requests WHERE token_jti = ?", (jti,)))
+
+    def pending_notifications(self, *, now: int) -> list[BackchannelRequest]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM requests WHERE callback_state = 'none' "
+                "AND json_extract(upstream, '$.delivery') IN ('ping', 'push') "
+                "AND (status IN ('approved', 'denied') OR expires_at <= ?)",
                 (now,),
             ).fetchall()
         return [r for r in (self._request(row) for row in rows) if r is not None]

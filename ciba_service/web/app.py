@@ -110,11 +110,13 @@ def _keycloak_routes(
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     provider = app.state.provider
     task = None
-    if isinstance(provider, KeycloakProvider):
+    # Keycloak mode: CANCELLED callbacks on expiry; embedded: push expiry notices and any
+    # ping/push delivery a restart interrupted.
+    if getattr(provider, "sweep_interval", 2.0) > 0:
 
         async def sweep() -> None:
             while True:
-                await asyncio.sleep(2)
+                await asyncio.sleep(provider.sweep_interval)
                 try:
                     await run_in_threadpool(provider.sweep_expired)
                 except Exception:  # keep sweeping; the error is logged
@@ -168,9 +170,7 @@ def create_app(provider: Provider) -> FastAPI:
 
     @app.post("/bc-authorize")
     async def bc_authorize(request: Request, params: FormParams, tasks: BackgroundTasks) -> JSONResponse:
-        result = await offload(provider.backchannel_authenticate)(
-            params, request.headers.get("authorization")
-        )
+        result = await offload(provider.backchannel_authenticate)(params, request.headers.get("authorization"))
         if result.notice is not None:
             tasks.add_task(provider.notifier.notify, result.notice)
         return JSONResponse(result.response, status_code=result.status_code, headers=_NO_STORE)
@@ -178,9 +178,7 @@ def create_app(provider: Provider) -> FastAPI:
     @app.post("/token")
     async def token(request: Request, params: FormParams) -> JSONResponse:
         if isinstance(provider, KeycloakProvider):
-            status, body = await offload(provider.passthrough_token)(
-                params, request.headers.get("authorization")
-            )
+            status, body = await offload(provider.passthrough_token)(params, request.headers.get("authorization"))
             return JSONResponse(body, status_code=status, headers=_NO_STORE)
         body = await offload(provider.token)(params, request.headers.get("authorization"))
         return JSONResponse(body, headers=_NO_STORE)
@@ -245,6 +243,12 @@ def create_app(provider: Provider) -> FastAPI:
             media_type=allowed[name],
             headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"},
         )
+
+    @app.post("/introspect")
+    async def introspect(request: Request, params: FormParams) -> JSONResponse:
+        """RFC 7662 token introspection, for resource servers registered as clients."""
+        body = await offload(provider.introspect)(params, request.headers.get("authorization"))
+        return JSONResponse(body, headers=_NO_STORE)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -1,0 +1,149 @@
+"""JWTs that clients sign: client assertions (RFC 7523 ``private_key_jwt`` and SPIFFE
+JWT-SVIDs), signed authentication requests (CIBA 7.1.1) and ``login_hint_token``.
+
+Every check names the attack it stops. Failures raise :class:`ClientJwtError`, mapped to a
+protocol error code by the caller (``invalid_client``, ``invalid_request``, ...).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+__all__ = [
+    "ASSERTION_ALGORITHMS",
+    "ClientJwtError",
+    "ExpiredJwt",
+    "SpiffeBundle",
+    "verify_client_jwt",
+]
+
+# Asymmetric only: "none" and HMAC (with a public key as the secret) are never accepted.
+ASSERTION_ALGORITHMS = ("ES256", "PS256", "RS256")
+
+
+class ClientJwtError(Exception):
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class ExpiredJwt(ClientJwtError):
+    pass
+
+
+def _keys(jwks: Mapping[str, Any]) -> dict[str | None, jwt.PyJWK]:
+    keys: dict[str | None, jwt.PyJWK] = {}
+    for jwk in jwks.get("keys", []):
+        if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
+            continue
+        if any(part in jwk for part in ("d", "p", "q", "k")):
+            continue  # a private or symmetric key in a registered JWKS is a misconfiguration
+        try:
+            keys[jwk.get("kid")] = jwt.PyJWK(jwk)
+        except (jwt.PyJWKError, jwt.InvalidKeyError):
+            continue
+    return keys
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpiffeBundle:
+    """A SPIFFE trust bundle for one trust domain (JWKS form, as bundle endpoints serve it)."""
+
+    trust_domain: str
+    jwks: Mapping[str, Any]
+
+    @classmethod
+    def load(cls, path: Path, *, trust_domain: str) -> SpiffeBundle:
+        return cls(trust_domain=trust_domain, jwks=json.loads(path.read_text()))
+
+
+def verify_client_jwt(
+    token: str,
+    *,
+    jwks: Mapping[str, Any],
+    audiences: Iterable[str],
+    now: int,
+    max_lifetime: int,
+    required: Iterable[str],
+    issuer: str | None = None,
+    subject: str | None = None,
+    use_once: Callable[[str, int], bool] | None = None,
+    what: str = "client assertion",
+    leeway: int = 5,
+) -> dict[str, Any]:
+    """Verify a client-signed JWT and return its claims."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise ClientJwtError(f"{what} is not a well-formed JWT") from None
+    alg = header.get("alg")
+    if alg not in ASSERTION_ALGORITHMS:
+        raise ClientJwtError(f"{what} algorithm {alg!r} is not allowed")
+    for name in ("jku", "x5u", "jwk", "x5c"):
+        if name in header:
+            # The key must come from the registration, never from the token itself.
+            raise ClientJwtError(f"{what} header '{name}' is not accepted")
+    keys = _keys(jwks)
+    kid = header.get("kid")
+    key = keys.get(kid) if kid is not None else (next(iter(keys.values())) if len(keys) == 1 else None)
+    if key is None:
+        raise ClientJwtError(f"{what} is signed by an unregistered key")
+    if key.algorithm_name != alg and not (key.key_type == "RSA" and alg in ("PS256", "RS256")):
+        raise ClientJwtError(f"{what} algorithm does not match the registered key")
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key=key,
+            algorithms=[alg],
+            # Times are checked below with the service's clock.
+            options={"verify_exp": False, "verify_iat": False, "verify_nbf": False, "verify_aud": False},
+        )
+    except jwt.PyJWTError as exc:
+        raise ClientJwtError(f"{what} signature is invalid ({exc})") from None
+    for claim in required:
+        if claim not in claims:
+            raise ClientJwtError(f"{what} lacks the '{claim}' claim")
+    if issuer is not None and claims.get("iss") != issuer:
+        raise ClientJwtError(f"{what} 'iss' must be the client_id")
+    if subject is not None and claims.get("sub") != subject:
+        raise ClientJwtError(f"{what} 'sub' must be {subject!r}")
+    aud = claims.get("aud")
+    aud_values = aud if isinstance(aud, list) else [aud]
+    if not set(aud_values) & set(audiences):
+        # Stops an assertion made for another server being replayed here.
+        raise ClientJwtError(f"{what} 'aud' does not name this provider")
+    exp = claims.get("exp")
+    if exp is not None:
+        if not isinstance(exp, int | float) or isinstance(exp, bool):
+            raise ClientJwtError(f"{what} 'exp' is not a number")
+        if now > exp + leeway:
+            raise ExpiredJwt(f"{what} has expired")
+    iat = claims.get("iat")
+    if iat is not None:
+        if not isinstance(iat, int | float) or isinstance(iat, bool):
+            raise ClientJwtError(f"{what} 'iat' is not a number")
+        if iat > now + leeway:
+            raise ClientJwtError(f"{what} was issued in the future")
+    nbf = claims.get("nbf")
+    if nbf is not None:
+        if not isinstance(nbf, int | float) or isinstance(nbf, bool):
+            raise ClientJwtError(f"{what} 'nbf' is not a number")
+        if nbf > now + leeway:
+            raise ClientJwtError(f"{what} is not yet valid")
+    start = iat if isinstance(iat, int | float) else (nbf if isinstance(nbf, int | float) else now)
+    if isinstance(exp, int | float) and exp - start > max_lifetime:
+        # A long-lived assertion is a standing credential; the replay window stays short.
+        raise ClientJwtError(f"{what} lifetime exceeds {max_lifetime} seconds")
+    if use_once is not None:
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            raise ClientJwtError(f"{what} lacks the 'jti' claim")
+        if not use_once(jti, int(exp if isinstance(exp, int | float) else now + max_lifetime)):
+            raise ClientJwtError(f"{what} 'jti' has been used before")
+    return claims
