@@ -76,7 +76,7 @@ class ClientConfig(BaseModel):
 class AuthorizationDetailsTypeConfig(BaseModel):
     """One entry of the RFC 9396 type registry."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     description: str
     # Readable form for the approval page; ``{actions}``, ``{identifier}``, ``{locations}`` and
@@ -86,6 +86,18 @@ class AuthorizationDetailsTypeConfig(BaseModel):
     fields: dict[str, FieldKind] = Field(default_factory=dict)
     require_identifier: bool = False
     require_locations: bool = False
+    # A JSON Schema (draft 2020-12) the whole entry must satisfy, for type-specific rules the
+    # simple `fields` kinds cannot say (formats, patterns, bounds, required members).
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema_is_valid(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            from jsonschema import Draft202012Validator
+
+            Draft202012Validator.check_schema(value)
+        return value
 
 
 class KeycloakConfig(BaseModel):
