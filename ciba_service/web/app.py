@@ -18,6 +18,7 @@ from ..errors import ApprovalError, InvalidRequest, OAuthError
 from ..keycloak import ChannelError, KeycloakProvider
 from ..params import Params
 from ..provider import Provider
+from . import openapi
 
 __all__ = ["create_app"]
 
@@ -168,14 +169,14 @@ def create_app(provider: Provider) -> FastAPI:
     async def jwks() -> JSONResponse:
         return JSONResponse(provider.signing_key.jwks(), headers={"Cache-Control": "max-age=300"})
 
-    @app.post("/bc-authorize")
+    @app.post("/bc-authorize", openapi_extra=openapi.BC_AUTHORIZE)
     async def bc_authorize(request: Request, params: FormParams, tasks: BackgroundTasks) -> JSONResponse:
         result = await offload(provider.backchannel_authenticate)(params, request.headers.get("authorization"))
         if result.notice is not None:
             tasks.add_task(provider.notifier.notify, result.notice)
         return JSONResponse(result.response, status_code=result.status_code, headers=_NO_STORE)
 
-    @app.post("/token")
+    @app.post("/token", openapi_extra=openapi.TOKEN)
     async def token(request: Request, params: FormParams) -> JSONResponse:
         if isinstance(provider, KeycloakProvider):
             status, body = await offload(provider.passthrough_token)(params, request.headers.get("authorization"))
@@ -244,7 +245,7 @@ def create_app(provider: Provider) -> FastAPI:
             headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"},
         )
 
-    @app.post("/introspect")
+    @app.post("/introspect", openapi_extra=openapi.INTROSPECT)
     async def introspect(request: Request, params: FormParams) -> JSONResponse:
         """RFC 7662 token introspection, for resource servers registered as clients."""
         body = await offload(provider.introspect)(params, request.headers.get("authorization"))
