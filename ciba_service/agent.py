@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
 import json
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -10,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
 
 with warnings.catch_warnings():
     # authlib >= 1.7 prefers the httpx2 fork and warns when it falls back to httpx; we use
@@ -20,7 +24,7 @@ with warnings.catch_warnings():
 
 from .backchannel import CIBA_GRANT_TYPE
 
-__all__ = ["AgentError", "CibaAgent", "PendingRequest"]
+__all__ = ["AgentError", "CibaAgent", "NotificationInbox", "PendingRequest"]
 
 
 class AgentError(Exception):
@@ -40,6 +44,7 @@ class PendingRequest:
     interval: int
     started_at: float
     binding_message: str | None
+    client_notification_token: str | None = None
 
 
 class CibaAgent:
@@ -89,6 +94,7 @@ class CibaAgent:
         scope: str = "openid",
         binding_message: str | None = None,
         requested_expiry: int | None = None,
+        client_notification_token: str | None = None,
         extra: dict[str, str] | None = None,
     ) -> PendingRequest:
         """Send the backchannel authentication request (CIBA 7.1)."""
@@ -101,6 +107,8 @@ class CibaAgent:
             data["binding_message"] = binding_message
         if requested_expiry is not None:
             data["requested_expiry"] = str(requested_expiry)
+        if client_notification_token is not None:
+            data["client_notification_token"] = client_notification_token
         data.update(extra or {})
         response = self._oauth.request(
             "POST",
@@ -118,6 +126,7 @@ class CibaAgent:
             auth_req_id=body["auth_req_id"],
             expires_in=int(body["expires_in"]),
             interval=int(body.get("interval", 5)),  # CIBA 7.3: default 5 s when absent
+            client_notification_token=client_notification_token,
             started_at=time.monotonic(),
             binding_message=binding_message,
         )
@@ -164,3 +173,51 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {"error": "server_error", "error_description": f"HTTP {response.status_code}"}
     return value if isinstance(value, dict) else {"error": "server_error"}
+
+
+class NotificationInbox:
+    """The agent's client notification endpoint for ping and push modes (CIBA 10.2, 10.3).
+
+    ``app`` is an ASGI app to serve at the registered endpoint. A notification counts only if
+    its bearer is the ``client_notification_token`` the agent sent with that request, compared
+    in constant time: anyone else posting to the endpoint is ignored with 401.
+    """
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, str] = {}
+        self._received: dict[str, dict[str, Any]] = {}
+        self._cond = threading.Condition()
+        self.app = self._build()
+
+    def expect(self, client_notification_token: str) -> None:
+        with self._cond:
+            self._tokens[client_notification_token] = ""
+
+    def _build(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/cb")
+        async def receive(request: Request) -> Response:
+            scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+            with self._cond:
+                known = any(hmac.compare_digest(bearer.encode(), t.encode()) for t in self._tokens)
+            if scheme.lower() != "bearer" or not known:
+                return Response(status_code=401)
+            try:
+                body = json.loads(await request.body())
+                auth_req_id = str(body["auth_req_id"])
+            except (ValueError, KeyError, TypeError):
+                return Response(status_code=400)
+            with self._cond:
+                self._received[auth_req_id] = body
+                self._cond.notify_all()
+            return Response(status_code=204)
+
+        return app
+
+    def wait(self, auth_req_id: str, *, timeout: float) -> dict[str, Any]:
+        """Block until the notification for ``auth_req_id`` arrives (or TimeoutError)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: auth_req_id in self._received, timeout=timeout):
+                raise TimeoutError(f"no notification for the request within {timeout} s")
+            return self._received.pop(auth_req_id)

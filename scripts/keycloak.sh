@@ -6,18 +6,18 @@
 #   scripts/keycloak.sh start             fresh start-dev with realm-export/ imported; waits until ready
 #   scripts/keycloak.sh stop              SIGTERM, wait, SIGKILL if needed
 #   scripts/keycloak.sh status            exit 0 running+ready, 1 running not ready, 3 not running
-#   scripts/keycloak.sh wait              wait until ready (KC_WAIT_TIMEOUT seconds, default 240)
+#   scripts/keycloak.sh wait              wait until ready (KEYCLOAK_WAIT_TIMEOUT seconds, default 300)
 #
 # Environment (all optional):
 #   CIBA_CACHE_DIR     cache root (default ~/.cache/ciba-service); Keycloak lives in
 #                      $CIBA_CACHE_DIR/keycloak-26.7.3/ with keycloak.pid and keycloak.log
 #   KC_HTTP_PORT       HTTP port (default 8180), bound to 127.0.0.1; issuer http://localhost:PORT
-#   KC_HTTP_MANAGEMENT_PORT   management port for /health (default 9000)
+#   KC_HTTP_MANAGEMENT_PORT management port for /health (default 9000)
 #   CIBA_CHANNEL_URI   CIBA HTTP authentication channel (default
 #                      http://localhost:8000/keycloak/auth-channel)
-#   KC_JAVA_HOME       a Java >= 25 home (default: JAVA_HOME if it is >= 25, else
-#                      /usr/lib/jvm/temurin-25*, /usr/lib/jvm/*-25-*)
-#   KC_WAIT_TIMEOUT    seconds to wait for readiness (default 240)
+#   KEYCLOAK_JAVA_HOME a Java >= 25 home (KC_JAVA_HOME is accepted too; default: JAVA_HOME if it
+#                      is >= 25, else /usr/lib/jvm/temurin-25*, /usr/lib/jvm/*-25-*)
+#   KEYCLOAK_WAIT_TIMEOUT seconds to wait for readiness (default 300)
 #
 # The admin account is a DEV-ONLY bootstrap admin (admin/admin) in the master realm.
 set -euo pipefail
@@ -42,7 +42,7 @@ LOG_FILE="${CACHE_DIR}/keycloak.log"
 HTTP_PORT="${KC_HTTP_PORT:-8180}"
 MGMT_PORT="${KC_HTTP_MANAGEMENT_PORT:-9000}"
 CHANNEL_URI="${CIBA_CHANNEL_URI:-http://localhost:8000/keycloak/auth-channel}"
-WAIT_TIMEOUT="${KC_WAIT_TIMEOUT:-240}"
+WAIT_TIMEOUT="${KEYCLOAK_WAIT_TIMEOUT:-300}"
 REALM=agents
 PUBLIC_URL="http://localhost:${HTTP_PORT}"
 READY_URL="http://127.0.0.1:${MGMT_PORT}/health/ready"
@@ -78,7 +78,7 @@ java_major() {  # prints the major version of "$1/bin/java", or nothing
 
 find_java_home() {
     local cand m
-    for cand in "${KC_JAVA_HOME:-}" "${JAVA_HOME:-}" /usr/lib/jvm/temurin-25* /usr/lib/jvm/*-25-* /usr/lib/jvm/*-25; do
+    for cand in "${KEYCLOAK_JAVA_HOME:-}" "${KC_JAVA_HOME:-}" "${JAVA_HOME:-}" /usr/lib/jvm/temurin-25* /usr/lib/jvm/*-25-* /usr/lib/jvm/*-25; do
         [ -n "$cand" ] && [ -x "$cand/bin/java" ] || continue
         m="$(java_major "$cand")"
         if [ -n "$m" ] && [ "$m" -ge 25 ]; then
@@ -161,7 +161,8 @@ cmd_start() {
     fi
     rm -f "$PID_FILE"
     cmd_fetch
-    if [ ! -f "$DIST_DIR/providers/$EXT_JAR_NAME" ]; then
+    if [ ! -f "$DIST_DIR/providers/$EXT_JAR_NAME" ] ||
+        [ -n "$(find "$REPO_ROOT/keycloak-config/pom.xml" "$REPO_ROOT/keycloak-config/src" -newer "$DIST_DIR/providers/$EXT_JAR_NAME" -type f 2>/dev/null | head -n1)" ]; then
         cmd_build_extension
     fi
     if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:${HTTP_PORT}/" ||
@@ -169,7 +170,7 @@ cmd_start() {
         die "something already listens on 127.0.0.1:${HTTP_PORT} or :${MGMT_PORT} (not our pid file)"
     fi
     local java_home
-    java_home="$(find_java_home)" || die "Keycloak ${KC_VERSION} needs Java >= 25: set KC_JAVA_HOME (none found in JAVA_HOME or /usr/lib/jvm)"
+    java_home="$(find_java_home)" || die "Keycloak ${KC_VERSION} needs Java >= 25: set KEYCLOAK_JAVA_HOME (none found in JAVA_HOME or /usr/lib/jvm)"
 
     # Fresh state on every start: the dev database is in memory (db=dev-mem) and data/ is wiped,
     # so --import-realm always imports realm-export/ from scratch (no stale realm, no "already
@@ -203,11 +204,23 @@ cmd_start() {
     t1="$(date +%s.%N)"
     # The realm must have been imported by *this* start.
     grep -q "Realm '${REALM}' imported" "$LOG_FILE" || { log_tail; cmd_stop >/dev/null 2>&1 || true; die "realm '${REALM}' was not imported"; }
+    provider_deployed || { log_tail; cmd_stop >/dev/null 2>&1 || true; die "protocol mapper ciba-session-note-json-mapper is not deployed (providers/$EXT_JAR_NAME)"; }
     if grep -q "ERROR" "$LOG_FILE"; then
         log "warning: ERROR lines in $LOG_FILE:"; grep "ERROR" "$LOG_FILE" | head -n 10 >&2
     fi
     log "Keycloak ready: ${PUBLIC_URL}/realms/${REALM} (pid $(cat "$PID_FILE"))"
     awk -v a="$t0" -v b="$t1" 'BEGIN {printf "keycloak startup: %.1f s\n", b - a}'
+}
+
+provider_deployed() {  # is our protocol mapper deployed? (the realm import accepts unknown mapper ids)
+    local token
+    token="$(curl -fsS --max-time 20 -d grant_type=password -d client_id=admin-cli \
+        -d username=admin -d password=admin \
+        "http://127.0.0.1:${HTTP_PORT}/realms/master/protocol/openid-connect/token" |
+        sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')" || return 1
+    [ -n "$token" ] || return 1
+    curl -fsS --max-time 20 -H "Authorization: Bearer $token" "http://127.0.0.1:${HTTP_PORT}/admin/serverinfo" |
+        grep -q '"ciba-session-note-json-mapper"'
 }
 
 wait_ready() {  # wait_ready TIMEOUT: 0 once ready, 1 on timeout or if the process died

@@ -1,0 +1,345 @@
+"""RFC 9449 DPoP: proofs of possession for sender-constrained access tokens.
+
+Framework-free; used by the resource-server verifier (``resource.py``) and by a token endpoint
+that binds tokens to the agent's key (``cnf.jkt``):
+
+- :func:`create_proof`: the agent side, one proof per HTTP request (ES256, ``typ: dpop+jwt``,
+  the public key in the ``jwk`` header, ``jti``, ``htm``, ``htu``, ``iat``, and ``ath`` when
+  an access token goes with the request).
+- :func:`verify_proof`: RFC 9449 section 4.3, one named check per step, each raising
+  :class:`DPoPProofError` (``error = "invalid_dpop_proof"``) or :class:`UseDPoPNonce`
+  (``"use_dpop_nonce"``); returns the RFC 7638 thumbprint (``jkt``) of the proof's key.
+- :func:`jwk_thumbprint`: RFC 7638 (SHA-256, base64url), the value carried in ``cnf.jkt``.
+
+Callers map :class:`DPoPProofError` to their protocol error at the edge: the token endpoint
+answers 400 ``invalid_dpop_proof`` (RFC 9449 section 5), the resource server 401 with
+``WWW-Authenticate: DPoP error="invalid_dpop_proof", algs="ES256"`` (section 7.1).
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import json
+import math
+import re
+import time
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any, ClassVar
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+
+from .replay import ReplayCache
+from .security import b64url_decode, b64url_encode, constant_time_eq, new_id, sha256_b64url
+
+__all__ = [
+    "DPOP_ALGORITHMS",
+    "DPoPProofError",
+    "UseDPoPNonce",
+    "access_token_hash",
+    "create_proof",
+    "jwk_thumbprint",
+    "public_jwk",
+    "verify_proof",
+]
+
+# RFC 9449 4.3 step 5: an asymmetric algorithm we support and accept. One, so there is nothing
+# to confuse: ES256 on P-256 (what the agents and the issuer already use).
+DPOP_ALGORITHMS = ("ES256",)
+DPOP_TYP = "dpop+jwt"
+MAX_PROOF_BYTES = 4096
+MAX_JTI_LENGTH = 256
+_ECDSA = ec.ECDSA(hashes.SHA256())
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+# RFC 7517/7518: members that only a private (or symmetric) key has.
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+# RFC 7638 3.2: the required members, by key type, that the thumbprint covers.
+_THUMBPRINT_MEMBERS: dict[str, tuple[str, ...]] = {
+    "EC": ("crv", "kty", "x", "y"),
+    "RSA": ("e", "kty", "n"),
+    "OKP": ("crv", "kty", "x"),
+}
+
+
+class DPoPProofError(Exception):
+    """A DPoP proof failed one check of RFC 9449 section 4.3."""
+
+    error: ClassVar[str] = "invalid_dpop_proof"
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class UseDPoPNonce(DPoPProofError):
+    """The server requires a nonce (RFC 9449 section 8) the proof lacks or has wrong."""
+
+    error = "use_dpop_nonce"
+
+
+# keys and thumbprints ----------------------------------------------------------------------
+def public_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
+    """The public JWK (RFC 7518 6.2) of a P-256 key."""
+    if key.curve.name != "secp256r1":
+        raise ValueError("DPoP keys are P-256 (ES256)")
+    numbers = key.public_numbers()
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": b64url_encode(numbers.x.to_bytes(32, "big")),
+        "y": b64url_encode(numbers.y.to_bytes(32, "big")),
+    }
+
+
+def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
+    """RFC 7638 JWK thumbprint with SHA-256, base64url: the ``jkt`` of RFC 9449 section 6.
+
+    Only the required members of the key type are hashed, in lexicographic order, as JSON
+    without whitespace; ``kid``, ``alg`` and the like do not change the thumbprint.
+    """
+    members = _THUMBPRINT_MEMBERS.get(str(jwk.get("kty")))
+    if members is None:
+        raise ValueError(f"unsupported key type {jwk.get('kty')!r}")
+    if not all(isinstance(jwk.get(name), str) for name in members):
+        raise ValueError("JWK lacks a required member")
+    canonical = json.dumps(
+        {name: jwk[name] for name in members}, separators=(",", ":"), sort_keys=True, ensure_ascii=False
+    )
+    return b64url_encode(hashlib.sha256(canonical.encode("utf-8")).digest())
+
+
+def access_token_hash(access_token: str) -> str:
+    """The ``ath`` claim: base64url(SHA-256(ASCII of the access token)) (RFC 9449 4.2)."""
+    return sha256_b64url(access_token.encode("ascii"))
+
+
+@lru_cache(maxsize=512)
+def _p256_key(x: str, y: str) -> ec.EllipticCurvePublicKey:
+    """Parse once per key: an agent sends the same ``jwk`` with every proof."""
+    raw_x, raw_y = b64url_decode(x), b64url_decode(y)
+    if len(raw_x) != 32 or len(raw_y) != 32:
+        raise ValueError("P-256 coordinates are 32 bytes")
+    # from_encoded_point refuses a point that is not on the curve (invalid-curve attacks).
+    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + raw_x + raw_y)
+
+
+def _strip_query(url: str) -> str:
+    # RFC 9449 4.2: htu is "the HTTP target URI ... without query and fragment parts".
+    return url.split("#", 1)[0].split("?", 1)[0]
+
+
+# the agent side ----------------------------------------------------------------------------
+def create_proof(
+    private_key: ec.EllipticCurvePrivateKey,
+    method: str,
+    url: str,
+    *,
+    access_token: str | None = None,
+    nonce: str | None = None,
+    now: float | None = None,
+    jti: str | None = None,
+) -> str:
+    """A DPoP proof JWT for one HTTP request (RFC 9449 section 4.2)."""
+    header = {"typ": DPOP_TYP, "alg": "ES256", "jwk": public_jwk(private_key.public_key())}
+    claims: dict[str, Any] = {
+        "jti": jti if jti is not None else new_id(16),
+        "htm": method,
+        "htu": _strip_query(url),
+        "iat": int(time.time() if now is None else now),
+    }
+    if access_token is not None:
+        claims["ath"] = access_token_hash(access_token)
+    if nonce is not None:
+        claims["nonce"] = nonce
+    signing_input = ".".join(
+        b64url_encode(json.dumps(part, separators=(",", ":")).encode("utf-8")) for part in (header, claims)
+    )
+    r, s = decode_dss_signature(private_key.sign(signing_input.encode("ascii"), _ECDSA))
+    return f"{signing_input}.{b64url_encode(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+# the server side: RFC 9449 section 4.3, one check per step ---------------------------------
+def _decode_json(segment: str, what: str) -> dict[str, Any]:
+    if not _B64URL.fullmatch(segment):
+        raise DPoPProofError(f"DPoP proof {what} is not base64url")
+    try:
+        value = json.loads(b64url_decode(segment))
+    except (ValueError, binascii.Error, RecursionError):
+        raise DPoPProofError(f"DPoP proof {what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise DPoPProofError(f"DPoP proof {what} is not a JSON object")
+    return value
+
+
+def _parse(proof: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
+    # Step 2: "a single well-formed JWT".
+    if len(proof) > MAX_PROOF_BYTES:
+        raise DPoPProofError("DPoP proof is too large")
+    parts = proof.split(".")
+    if len(parts) != 3:
+        raise DPoPProofError("DPoP proof is not a compact JWS")
+    header = _decode_json(parts[0], "header")
+    claims = _decode_json(parts[1], "payload")
+    if not _B64URL.fullmatch(parts[2]):
+        raise DPoPProofError("DPoP proof signature is not base64url")
+    signature = b64url_decode(parts[2])
+    return header, claims, f"{parts[0]}.{parts[1]}".encode("ascii"), signature
+
+
+def _check_header(header: Mapping[str, Any]) -> Mapping[str, Any]:
+    # Step 4: typ. Stops another JWT signed by the agent's key being passed off as a proof.
+    if header.get("typ") != DPOP_TYP:
+        raise DPoPProofError(f"DPoP proof typ must be {DPOP_TYP!r}")
+    # Step 5: an asymmetric algorithm on the allow-list (never none, never HMAC).
+    if header.get("alg") not in DPOP_ALGORITHMS:
+        raise DPoPProofError(f"DPoP proof algorithm {_shown(header.get('alg'))} is not accepted")
+    if "crit" in header:
+        raise DPoPProofError("DPoP proof has critical header parameters we do not understand")
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict):
+        raise DPoPProofError("DPoP proof has no jwk header")
+    # Step 7: the jwk is a public key; a private key here means the agent leaked it.
+    if _PRIVATE_MEMBERS & jwk.keys():
+        raise DPoPProofError("DPoP proof jwk contains private key material")
+    if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
+        raise DPoPProofError("DPoP proof jwk is not a P-256 key")
+    return jwk
+
+
+def _public_key(jwk: Mapping[str, Any]) -> ec.EllipticCurvePublicKey:
+    x, y = jwk.get("x"), jwk.get("y")
+    if not isinstance(x, str) or not isinstance(y, str) or not _B64URL.fullmatch(x + y):
+        raise DPoPProofError("DPoP proof jwk is malformed")
+    try:
+        return _p256_key(x, y)
+    except (ValueError, binascii.Error):
+        raise DPoPProofError("DPoP proof jwk is not a valid P-256 public key") from None
+
+
+def _check_signature(key: ec.EllipticCurvePublicKey, signing_input: bytes, signature: bytes) -> None:
+    # Step 6: the proof is signed by the key it carries.
+    if len(signature) != 64:
+        raise DPoPProofError("DPoP proof signature is malformed")
+    der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+    try:
+        key.verify(der, signing_input, _ECDSA)
+    except InvalidSignature:
+        raise DPoPProofError("DPoP proof signature verification failed") from None
+
+
+def _check_required_claims(claims: Mapping[str, Any], *, with_token: bool) -> None:
+    # Step 3: every claim of section 4.2 is present and has its type.
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
+        raise DPoPProofError("DPoP proof has no valid jti")
+    for name in ("htm", "htu"):
+        if not isinstance(claims.get(name), str):
+            raise DPoPProofError(f"DPoP proof has no {name}")
+    iat = claims.get("iat")
+    if not isinstance(iat, int | float) or isinstance(iat, bool) or not math.isfinite(iat):
+        raise DPoPProofError("DPoP proof has no iat")
+    if with_token and not isinstance(claims.get("ath"), str):
+        raise DPoPProofError("DPoP proof has no ath for the access token")
+
+
+def _check_htm(claims: Mapping[str, Any], method: str) -> None:
+    # Step 8: methods are case-sensitive (RFC 9110 9.1), so compared exactly.
+    if claims["htm"] != method:
+        raise DPoPProofError("DPoP proof is for another HTTP method")
+
+
+def _check_htu(claims: Mapping[str, Any], url: str) -> None:
+    # Step 9: compared without query and fragment, after RFC 3986 6.2.2/6.2.3 normalisation.
+    # Imported here: resource.py (which owns the one normalisation) imports this module.
+    from .resource import normalize_uri
+
+    try:
+        same = normalize_uri(_strip_query(claims["htu"])) == normalize_uri(_strip_query(url))
+    except ValueError:
+        same = False
+    if not same:
+        raise DPoPProofError("DPoP proof is for another URL")
+
+
+def _check_nonce(claims: Mapping[str, Any], expected_nonce: str | None) -> None:
+    # Step 10: only when the server has handed out a nonce.
+    if expected_nonce is None:
+        return
+    nonce = claims.get("nonce")
+    if not isinstance(nonce, str) or not constant_time_eq(nonce, expected_nonce):
+        raise UseDPoPNonce("DPoP proof must carry the server-provided nonce")
+
+
+def _check_iat(claims: Mapping[str, Any], *, now: float, max_age: int, leeway: int) -> None:
+    # Step 11: created recently (a proof is for one request, now), allowing for clock skew.
+    iat = claims["iat"]
+    if iat > now + leeway:
+        raise DPoPProofError("DPoP proof was issued in the future")
+    if iat < now - max_age - leeway:
+        raise DPoPProofError("DPoP proof is too old")
+
+
+def _check_ath(claims: Mapping[str, Any], access_token: str | None) -> None:
+    # Step 12: bound to the access token it travels with.
+    if access_token is not None and not constant_time_eq(claims["ath"], access_token_hash(access_token)):
+        raise DPoPProofError("DPoP proof ath does not match the access token")
+
+
+def _check_jkt(jkt: str, expected_jkt: str | None) -> None:
+    # Step 12: signed by the key the access token is bound to (cnf.jkt).
+    if expected_jkt is not None and not constant_time_eq(jkt, expected_jkt):
+        raise DPoPProofError("DPoP proof key does not match the access token's binding")
+
+
+def _consume_jti(claims: Mapping[str, Any], *, jkt: str, replay: ReplayCache, max_age: int, leeway: int) -> None:
+    # Section 11.1: a proof is used once; kept as long as its iat would still be accepted.
+    expires_at = math.ceil(claims["iat"]) + max_age + leeway + 1
+    if not replay.consume(f"dpop|{jkt}|{claims['jti']}", expires_at=expires_at, limit=1):
+        raise DPoPProofError("DPoP proof has already been used")
+
+
+def verify_proof(
+    proof: str,
+    *,
+    method: str,
+    url: str,
+    replay: ReplayCache,
+    access_token: str | None = None,
+    expected_jkt: str | None = None,
+    expected_nonce: str | None = None,
+    max_age: int = 60,
+    leeway: int = 30,
+    now: float | None = None,
+) -> str:
+    """Check a DPoP proof against the request it came with (RFC 9449 section 4.3).
+
+    ``method`` and ``url`` are the request's (``url`` may carry a query: it is ignored);
+    ``access_token`` when one is presented (the proof's ``ath`` must hash it);
+    ``expected_jkt`` the token's ``cnf.jkt``; ``expected_nonce`` a nonce the server issued.
+    The proof's ``jti`` is consumed in ``replay``, so a proof works once. Returns the proof
+    key's thumbprint (``jkt``); raises :class:`DPoPProofError` otherwise.
+    """
+    header, claims, signing_input, signature = _parse(proof)
+    jwk = _check_header(header)
+    key = _public_key(jwk)
+    _check_signature(key, signing_input, signature)
+    _check_required_claims(claims, with_token=access_token is not None)
+    _check_htm(claims, method)
+    _check_htu(claims, url)
+    _check_nonce(claims, expected_nonce)
+    _check_iat(claims, now=time.time() if now is None else now, max_age=max_age, leeway=leeway)
+    _check_ath(claims, access_token)
+    jkt = jwk_thumbprint(jwk)
+    _check_jkt(jkt, expected_jkt)
+    _consume_jti(claims, jkt=jkt, replay=replay, max_age=max_age, leeway=leeway)
+    return jkt
+
+
+def _shown(value: Any) -> str:
+    # Values from the proof appear in error descriptions: bounded, printable.
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
