@@ -114,7 +114,7 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
 
 def access_token_hash(access_token: str) -> str:
     """The ``ath`` claim: base64url(SHA-256(ASCII of the access token)) (RFC 9449 4.2)."""
-    return sha256_b64url(access_token.encode("ascii"))
+    return sha256_b64url(access_token)
 
 
 @lru_cache(maxsize=512)

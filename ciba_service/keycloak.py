@@ -21,6 +21,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -33,7 +34,7 @@ import jwt
 from .backchannel import CIBA_GRANT_TYPE, validate_backchannel_request
 from .client_auth import AuthenticatedClient
 from .config import ClientConfig, Settings
-from .errors import InvalidClient, InvalidRequest, TemporarilyUnavailable, UnsupportedGrantType
+from .errors import InvalidBindingMessage, InvalidClient, InvalidRequest, TemporarilyUnavailable, UnsupportedGrantType
 from .notify import ApprovalNotice, Notifier
 from .params import Params
 from .provider import BackchannelResult, Provider
@@ -66,6 +67,8 @@ INTENT_PARAMETER = "intent"
 CALLBACK_AUTHORIZATION_DETAILS = "authorization_details"
 CALLBACK_APPROVAL = "approval"
 PASSKEY_CREDENTIAL_TYPE = "webauthn-passwordless"
+# Keycloak 26 BackchannelAuthenticationEndpoint.BINDING_MESSAGE_VALIDATION.
+_KEYCLOAK_BINDING_MESSAGE = re.compile(r"[a-zA-Z0-9\-._+/!?#]{1,50}")
 
 
 class ChannelError(Exception):
@@ -303,6 +306,12 @@ class KeycloakProvider(Provider):
             registry=self.registry,
             context=self.request_context(),
         )
+        if validated.binding_message is not None and not _KEYCLOAK_BINDING_MESSAGE.fullmatch(validated.binding_message):
+            # Keycloak refuses the whole request otherwise; saying so here is more precise.
+            raise InvalidBindingMessage(
+                "in keycloak mode binding_message must be 1-50 characters of letters, digits and -._+/!?# "
+                "(no spaces), as Keycloak requires"
+            )
         now = self.now()
         intent = Intent(
             intent_id=new_id(16),
