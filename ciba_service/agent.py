@@ -1,4 +1,4 @@
-"""The agent side: a CIBA client (poll mode) built on authlib's OAuth 2.0 client."""
+"""The agent side: a CIBA client (poll, ping and push) built on authlib's OAuth 2.0 client."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+# authlib.deprecate installs an "always" filter for its warnings when first imported; import it
+# first so the "ignore" below is the newer filter and wins.
+import authlib.deprecate  # noqa: F401
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
