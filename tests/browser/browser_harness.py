@@ -66,9 +66,7 @@ def make_settings(data_dir: Path, port: int) -> Settings:
             scopes=["openid", "profile"],
         ),
     ]
-    return load_settings(
-        issuer=f"http://localhost:{port}", data_dir=data_dir, clients=clients, poll_interval=1
-    )
+    return load_settings(issuer=f"http://localhost:{port}", data_dir=data_dir, clients=clients, poll_interval=1)
 
 
 @dataclass

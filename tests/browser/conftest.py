@@ -25,15 +25,6 @@ from ciba_service.serving import BackgroundServer, free_port
 from ciba_service.web.app import create_app
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if CHROMIUM.exists():
-        return
-    skip = pytest.mark.skip(reason=f"{CHROMIUM} is not installed")
-    for item in items:
-        if item.get_closest_marker("browser"):
-            item.add_marker(skip)
-
-
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
     port = free_port()

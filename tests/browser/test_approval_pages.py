@@ -105,9 +105,7 @@ def test_approval_through_the_page_end_to_end(service: Service, enrolled: Device
     assert token["token_type"] == "Bearer"
     assert token["authorization_details"] == ACTION
 
-    verifier = TokenVerifier(
-        issuer=service.base, audience="resource-api", keys=JwksCache(f"{service.base}/jwks.json")
-    )
+    verifier = TokenVerifier(issuer=service.base, audience="resource-api", keys=JwksCache(f"{service.base}/jwks.json"))
     with pytest.raises(InsufficientAuthorization):
         verifier.verify(token["access_token"], policy_action("policy-43"))
     verified = verifier.verify(token["access_token"], policy_action("policy-42"))
@@ -146,9 +144,7 @@ def test_deny_through_the_page(service: Service, enrolled: Device) -> None:
 @pytest.mark.parametrize(
     "tamper",
     [
-        pytest.param(
-            lambda doc: doc["authorization_details"][0].update(identifier="policy-1"), id="identifier"
-        ),
+        pytest.param(lambda doc: doc["authorization_details"][0].update(identifier="policy-1"), id="identifier"),
         pytest.param(lambda doc: doc.update(binding_message="OPS-XXXX"), id="binding-message"),
         pytest.param(lambda doc: doc["authorization_details"][0].update(actions=["read"]), id="actions"),
     ],
@@ -171,9 +167,7 @@ def test_page_refuses_to_sign_when_challenge_does_not_match_document(
     page.route(f"{url}/details", rewrite)
     page.goto(url)
 
-    expect(page.locator("#status")).to_have_text(
-        "The server's challenge does not match the action shown. Not signing."
-    )
+    expect(page.locator("#status")).to_have_text("The server's challenge does not match the action shown. Not signing.")
     expect(page.locator("#status")).to_have_attribute("data-kind", "error")
     expect(page.locator("#approve")).to_be_disabled()
     expect(page.locator("#deny")).to_be_disabled()
@@ -185,9 +179,7 @@ def test_page_refuses_to_sign_when_challenge_does_not_match_document(
     assert service.passkeys("alice")[0].sign_count == sign_count
 
 
-def test_page_refuses_when_what_it_shows_is_not_the_signed_document(
-    service: Service, enrolled: Device
-) -> None:
+def test_page_refuses_when_what_it_shows_is_not_the_signed_document(service: Service, enrolled: Device) -> None:
     """The check above binds the challenge to ``binding_document``; the prominent text
     (entries and binding message) must be bound to that same document too."""
     page = enrolled.page
