@@ -93,6 +93,25 @@ def users_enroll_link(name: str, config: ConfigOption = None) -> None:
     typer.echo(provider.new_enrollment_link(user))
 
 
+@users_app.command("set-user-code")
+def users_set_user_code(
+    name: str,
+    config: ConfigOption = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the user's code.")] = False,
+) -> None:
+    """Set (prompted, hidden) or clear the CIBA user_code a user gives to agents."""
+    from .service import build_provider
+
+    provider = build_provider(_settings(config))
+    user = provider.store.find_user(name)
+    if user is None:
+        err.print(f"[red]no user {name!r}[/]")
+        raise typer.Exit(1)
+    code = None if clear else typer.prompt("user_code", hide_input=True, confirmation_prompt=True)
+    provider.set_user_code(user, code)
+    typer.echo("user_code cleared" if clear else "user_code set")
+
+
 @users_app.command("list")
 def users_list(config: ConfigOption = None) -> None:
     """List users and how many passkeys each has."""

@@ -84,7 +84,7 @@ __all__ = [
 
 
 # errors ---------------------------------------------------------------------------------
-_UNSAFE_IN_QUOTED = re.compile(r'[^\x20-\x21\x23-\x5b\x5d-\x7e]')
+_UNSAFE_IN_QUOTED = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
 
 
 def _quoted(value: str) -> str:
@@ -194,7 +194,7 @@ class InvalidDPoPProof(ResourceError):
     error = "invalid_dpop_proof"
     status_code = 401
 
-    def __init__(self, description: str, *, realm: str = "api", required: Mapping[str, Any] | None = None):
+    def __init__(self, description: str, *, realm: str = "api", required: Mapping[str, Any] | None = None) -> None:
         super().__init__(description, realm=realm, scheme="DPoP", required=required)
 
 
@@ -454,7 +454,7 @@ _RULES: dict[FieldRule, Comparator] = {
     FieldRule.SUBSET: _subset_of,
 }
 
-FieldRules = Mapping[str, Mapping[str, "FieldRule | str | Comparator"]]
+FieldRules = Mapping[str, Mapping[str, FieldRule | str | Comparator]]
 """``{type: {dotted.path: rule}}`` as given to :class:`TokenVerifier`."""
 
 
@@ -539,7 +539,7 @@ def _restricted_subset(entry: Mapping[str, Any], name: str, requested: frozenset
 
 
 def _entry_covers(entry: Mapping[str, Any], action: RequestedAction, rules: _TypeRules) -> bool:
-    if entry.get("type") != action.type or not isinstance(action.type, str):
+    if entry.get("type") != action.type:
         return False
     # actions: a non-empty subset of the approved ones.
     approved_actions = _string_set(entry.get("actions"))
@@ -628,9 +628,7 @@ class VerificationKey:
             if isinstance(self.key, ec.EllipticCurvePublicKey):
                 if len(signature) != 64:
                     return False
-                der = encode_dss_signature(
-                    int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-                )
+                der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
                 self.key.verify(der, signing_input, _ECDSA_SHA256)
             else:
                 self.key.verify(signature, signing_input, _PKCS1V15, _SHA256)
@@ -796,13 +794,16 @@ class VerifiedToken:
 
 _FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c", "crit")
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
-_JSON = json.JSONDecoder(parse_constant=lambda name: _refuse_constant(name))
 _HEADER_CACHE_SIZE = 64
 
 
 def _refuse_constant(name: str) -> Any:
     # NaN and Infinity are not JSON (RFC 8259): a NaN nbf would compare false with everything.
     raise ValueError(f"{name} is not JSON")
+
+
+# One decoder, built once (json.loads with arguments builds a new one per call).
+_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def _is_number(value: Any) -> bool:
@@ -812,7 +813,7 @@ def _is_number(value: Any) -> bool:
 def _shown(value: Any) -> str:
     # Header values echoed in descriptions: bounded.
     text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class TokenVerifier:
@@ -873,8 +874,8 @@ class TokenVerifier:
         # Consumption keys carry the issuer (length-prefixed), so verifiers of different
         # issuers may share one store.
         self._key_prefix = f"at|{len(issuer)}:{issuer}|"
-        # Validated headers by their encoded form: one issuer key signs every token with the
-        # same header, so it is decoded and checked once. Bounded; only valid headers enter.
+        # Checked headers by their encoded form: one issuer key signs every token with the
+        # same header, so it is decoded and checked once. Bounded.
         self._headers: dict[str, tuple[str, str]] = {}
 
     # -- errors
@@ -882,8 +883,9 @@ class TokenVerifier:
         return InvalidToken(description, realm=self.realm)
 
     # -- 1-3: structure, header, signature
-    def _decode_part(self, part: str, what: str) -> bytes:
-        if not _B64URL.fullmatch(part):
+    def _decode_part(self, part: str, what: str, *, checked: bool = False) -> bytes:
+        # The alphabet is checked first: base64 decoders skip characters they do not know.
+        if not checked and not _B64URL.fullmatch(part):
             raise self._invalid(f"malformed token {what}")
         try:
             return b64url_decode(part)
@@ -921,10 +923,7 @@ class TokenVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str):
             raise self._invalid("token has no kid")
-        checked = (str(alg), kid)
-        if len(self._headers) < _HEADER_CACHE_SIZE:
-            self._headers[encoded] = checked
-        return checked
+        return str(alg), kid
 
     def verify_signature(self, token: str) -> dict[str, Any]:
         """Structure, header and signature; returns the claims (not yet checked)."""
@@ -933,16 +932,22 @@ class TokenVerifier:
         parts = token.split(".")
         if len(parts) != 3:
             raise self._invalid("token is not a compact JWS")
-        alg, kid = self._check_header(parts[0])
+        header, payload, signature = parts
+        alg, kid = self._check_header(header)
         key = self.keys.key_for(kid)
         if key is None:
             raise self._invalid("token signed by an unknown key")
         if key.alg != alg:
             raise self._invalid(f"key {_shown(kid)} does not sign with {alg}")
-        signature = self._decode_part(parts[2], "signature")
-        if not key.verify(f"{parts[0]}.{parts[1]}".encode("ascii"), signature):
+        if not _B64URL.fullmatch(payload):
+            raise self._invalid("malformed token payload")
+        if not key.verify(f"{header}.{payload}".encode("ascii"), self._decode_part(signature, "signature")):
             raise self._invalid("signature verification failed")
-        return self._json(self._decode_part(parts[1], "payload"), "payload")
+        # Only headers that signed a valid token are remembered, so forged tokens cannot
+        # crowd the issuer's header out of the cache.
+        if header not in self._headers and len(self._headers) < _HEADER_CACHE_SIZE:
+            self._headers[header] = (alg, kid)
+        return self._json(self._decode_part(payload, "payload", checked=True), "payload")
 
     # -- 4: claims
     def check_claims(self, claims: Mapping[str, Any]) -> None:
@@ -952,7 +957,9 @@ class TokenVerifier:
         aud = claims.get("aud")
         if not (aud == self.audience or (isinstance(aud, list) and self.audience in aud)):
             raise self._invalid("token is not intended for this resource server")
-        exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
+        exp: Any = claims.get("exp")
+        iat: Any = claims.get("iat")
+        nbf: Any = claims.get("nbf")
         if not _is_number(exp) or not _is_number(iat):
             raise self._invalid("token lacks exp or iat")
         if now >= exp + self.leeway:
@@ -1027,7 +1034,7 @@ class TokenVerifier:
                 realm=self.realm,
             )
         if self.max_auth_age is not None:
-            auth_time = claims.get("auth_time")
+            auth_time: Any = claims.get("auth_time")
             if not _is_number(auth_time) or self._clock() - auth_time > self.max_auth_age + self.leeway:
                 raise InsufficientUserAuthentication(
                     "a more recent user authentication is required",
@@ -1114,9 +1121,7 @@ class TokenVerifier:
             claims = self.verify_signature(token)
             self.check_claims(claims)
             dpop_scheme = dpop_scheme or "cnf" in claims
-            jkt = self._check_binding(
-                claims, token, scheme=scheme, method=method, url=url, dpop_proof=dpop_proof
-            )
+            jkt = self._check_binding(claims, token, scheme=scheme, method=method, url=url, dpop_proof=dpop_proof)
             self._check_authentication(claims)
             usable = self.match(claims, action)
             # Checked after the cheap local refusals, before a use is recorded: a revoked

@@ -9,12 +9,19 @@
         return RequestedAction(type="iam_policy", actions=["update"], identifier=policy_id)
 
     @app.put("/policies/{policy_id}")
-    def update(policy_id: str, token: Approved = Depends(require_action(verifier, policy_update))): ...
+    def update(policy_id: str, token: VerifiedToken = Depends(require_action(verifier, policy_update))):
+        ...
+
+``action_for`` receives the path parameters it names; it may also take ``request`` (the
+Starlette request, e.g. to read the body) and may be ``async``. The dependency hands the
+``Authorization`` header, the method, the URL and the ``DPoP`` header to
+:meth:`TokenVerifier.verify_request`, so DPoP-bound tokens work without extra code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,38 +30,67 @@ from starlette.concurrency import run_in_threadpool
 
 from .resource import MissingToken, RequestedAction, ResourceError, TokenVerifier, VerifiedToken
 
-__all__ = ["bearer_token", "install_error_handler", "require_action"]
+__all__ = ["bearer_token", "install_error_handler", "request_url", "require_action"]
+
+ActionFactory = Callable[..., RequestedAction | Awaitable[RequestedAction]]
+
+
+def request_url(request: Request, *, public_url: str | None = None) -> str:
+    """The URL the agent called, for DPoP ``htu``. Behind a proxy, pass the public origin
+    (``https://api.example.com``): the ``Host`` header is the caller's to choose, and a proof
+    must only be accepted for the URL this server really answers at."""
+    if public_url is None:
+        return str(request.url)
+    return public_url.rstrip("/") + request.url.path
 
 
 def bearer_token(request: Request, *, realm: str) -> str:
-    header = request.headers.get("authorization")
-    if not header:
-        raise MissingToken("a bearer token approved for this action is required", realm=realm)
-    scheme, _, token = header.partition(" ")
+    """The bearer token of a request (kept for callers that verify by hand; the dependency
+    below also accepts the DPoP scheme)."""
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise MissingToken("use the Bearer authentication scheme", realm=realm)
+        raise MissingToken("a bearer token approved for this action is required", realm=realm)
     return token.strip()
 
 
-def require_action(verifier: TokenVerifier, action_for: Callable[..., RequestedAction]) -> Callable[..., Any]:
-    """A dependency that verifies the bearer token for the action built by ``action_for``
-    from the path parameters of the call."""
+def _accepted_parameters(action_for: ActionFactory) -> tuple[frozenset[str], bool]:
+    parameters = inspect.signature(action_for).parameters.values()
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    return frozenset(p.name for p in parameters), takes_any
+
+
+def require_action(
+    verifier: TokenVerifier, action_for: ActionFactory, *, public_url: str | None = None
+) -> Callable[[Request], Awaitable[VerifiedToken]]:
+    """A dependency that verifies the call's access token for the action built by
+    ``action_for`` (from the path parameters it names, and ``request`` if it asks for it)."""
+    names, takes_any = _accepted_parameters(action_for)
 
     async def dependency(request: Request) -> VerifiedToken:
-        action = action_for(**request.path_params)
-        token = bearer_token(request, realm=verifier.realm)
-        # The JWKS fetch may block on first use; keep it off the event loop.
-        return await run_in_threadpool(verifier.verify, token, action)
+        kwargs: dict[str, Any] = {
+            name: value for name, value in request.path_params.items() if takes_any or name in names
+        }
+        if "request" in names:
+            kwargs["request"] = request
+        built = action_for(**kwargs)
+        action = await built if inspect.isawaitable(built) else built
+        # The JWKS fetch, Redis and introspection may block: keep them off the event loop.
+        return await run_in_threadpool(
+            verifier.verify_request,
+            action,
+            authorization=request.headers.get("authorization"),
+            method=request.method,
+            url=request_url(request, public_url=public_url),
+            dpop=request.headers.getlist("dpop"),
+        )
 
     return dependency
 
 
 def install_error_handler(app: FastAPI) -> None:
+    """Render every :class:`ResourceError` with its status, JSON body and challenge."""
+
     @app.exception_handler(ResourceError)
     async def _resource_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, ResourceError)
-        return JSONResponse(
-            exc.body(),
-            status_code=exc.status_code,
-            headers={"WWW-Authenticate": exc.www_authenticate(), "Cache-Control": "no-store"},
-        )
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
