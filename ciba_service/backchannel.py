@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,7 @@ from .errors import (
     UnauthorizedClient,
 )
 from .params import Params
-from .rar import TypeRegistry, parse_authorization_details
+from .rar import TypeRegistry, is_unsafe_char, parse_authorization_details
 
 __all__ = [
     "CIBA_GRANT_TYPE",
@@ -268,8 +267,7 @@ def check_binding_message(params: Params, *, max_length: int) -> str | None:
     if len(message) > max_length:
         raise InvalidBindingMessage(f"binding_message is longer than {max_length} characters")
     for char in message:
-        category = unicodedata.category(char)
-        if category[0] == "C" or category in ("Zl", "Zp"):
+        if is_unsafe_char(char):
             raise InvalidBindingMessage(f"binding_message contains a control or format character (U+{ord(char):04X})")
     if not message.strip():
         raise InvalidBindingMessage("binding_message is blank")

@@ -207,6 +207,9 @@ class Provider:
             expected_origin=self.settings.expected_origin,
             now=self.now(),
         )
+        # WebAuthn L3 7.1 step 26: a credential id registered already (to anyone) is refused.
+        if self.store.find_passkey(passkey.credential_id) is not None:
+            raise EnrollmentError("registration rejected: credential is already registered")
         # Consumed only after a valid registration, and atomically: a link works once.
         if not self.store.consume_enrollment(enrollment.token_hash, now=self.now()):
             raise ApprovalAlreadyDecided("this enrollment link has been used")
@@ -245,7 +248,14 @@ class Provider:
             self.signing_key.private_key.public_key(),
             algorithms=["ES256"],
             issuer=self.settings.issuer,
-            options={"verify_exp": False, "verify_aud": False, "require": ["iss", "sub", "aud"]},
+            # Any age is fine for a hint (OpenID Connect Core 3.1.2.1); no wall-clock checks.
+            options={
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+                "verify_aud": False,
+                "require": ["iss", "sub", "aud"],
+            },
         )
         return claims
 
@@ -574,10 +584,18 @@ class Provider:
                 self.signing_key.private_key.public_key(),
                 algorithms=["ES256"],
                 issuer=self.settings.issuer,
-                options={"verify_aud": False, "require": ["exp", "jti", "iss"]},
+                options={
+                    "verify_aud": False,
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                    "require": ["exp", "jti", "iss"],
+                },
             )
         except jwt.PyJWTError:
             return {"active": False}
+        if not isinstance(claims["exp"], int | float) or self.now() >= claims["exp"]:
+            return {"active": False}  # judged by the service's clock, like everything else
         request = self.store.find_request_by_jti(str(claims["jti"]))
         if request is None or request.revoked:
             return {"active": False}

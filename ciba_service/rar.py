@@ -9,11 +9,13 @@ type or authorization details not conforming to the respective type definition".
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import rfc8785
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
@@ -197,6 +199,14 @@ def _check_entry(
             raise _fail(index, f"field '{field}' must be of JSON type {kind}")
     if _depth(entry) > _MAX_DEPTH:
         raise _fail(index, f"nested deeper than {_MAX_DEPTH} levels")
+    for field, value in entry.items():
+        _check_text(index, field, value)
+    try:
+        # The entry becomes part of the signed binding document: a value without an RFC 8785
+        # form (1e400, integers past 2**53, lone surrogates) could never be approved.
+        rfc8785.dumps(entry)
+    except (rfc8785.CanonicalizationError, UnicodeEncodeError, ValueError):
+        raise _fail(index, "not representable in canonical JSON (RFC 8785)") from None
     validator = registry.validators.get(type_name)
     if validator is not None:
         error = best_match(validator.iter_errors(entry))
@@ -232,6 +242,27 @@ def parse_authorization_details(
     return [
         _check_entry(index, entry, registry=registry, allowed_types=allowed_types) for index, entry in enumerate(value)
     ]
+
+
+def is_unsafe_char(char: str) -> bool:
+    """Control, format (bidi overrides, zero-width) and line/paragraph separators: text with
+    them can be displayed differently from what it says, so shown-and-signed text refuses them."""
+    category = unicodedata.category(char)
+    return category[0] == "C" or category in ("Zl", "Zp")
+
+
+def _check_text(index: int, field: str, value: Any) -> None:
+    if isinstance(value, str):
+        for char in value:
+            if is_unsafe_char(char):
+                raise _fail(index, f"'{field}' contains a control or format character (U+{ord(char):04X})")
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(index, field, item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(index, field, key)
+            _check_text(index, field, item)
 
 
 def _refuse_constant(name: str) -> Any:

@@ -43,15 +43,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import cached_property, lru_cache
-from typing import Any, ClassVar
+from functools import lru_cache
+from typing import Any, ClassVar, cast
 from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from .dpop import DPOP_ALGORITHMS, DPoPProofError, verify_proof
 from .replay import InMemoryReplayCache, ReplayCache, ReplayStoreUnavailable
@@ -288,25 +287,6 @@ class RequestedAction:
         entry.update(self.fields)
         return entry
 
-    # Computed once per action, not once per entry or token.
-    @cached_property
-    def _actions(self) -> frozenset[str]:
-        return frozenset(self.actions)
-
-    @cached_property
-    def _datatypes(self) -> frozenset[str]:
-        return frozenset(self.datatypes)
-
-    @cached_property
-    def _privileges(self) -> frozenset[str]:
-        return frozenset(self.privileges)
-
-    @cached_property
-    def _locations(self) -> frozenset[str] | None:
-        """Normalised locations; None when one of them is not a valid URI (matches nothing)."""
-        normalised = {_normalized(uri) for uri in self.locations}
-        return None if None in normalised else frozenset(u for u in normalised if u is not None)
-
 
 # URI normalisation (RFC 3986 section 6.2.2 and 6.2.3) --------------------------------------
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
@@ -523,59 +503,59 @@ def _members_covered(
     return True
 
 
-def _string_set(value: Any) -> frozenset[str] | None:
-    if not isinstance(value, list):
-        return None
-    return frozenset(item for item in value if isinstance(item, str))
+def _within(requested: Sequence[str], approved: Any) -> bool:
+    """``requested`` is a non-empty subset of the approved JSON array (plain string equality)."""
+    return bool(requested) and isinstance(approved, list) and all(item in approved for item in requested)
 
 
-def _restricted_subset(entry: Mapping[str, Any], name: str, requested: frozenset[str]) -> bool:
+def _restricted(entry: Mapping[str, Any], name: str, requested: Sequence[str]) -> bool:
     """``datatypes``/``privileges``: when the approval names some, the action must name a
     non-empty subset; when it names none, the action may name none either."""
-    if name not in entry:
+    if name in entry:
+        return _within(requested, entry[name])
+    return not requested
+
+
+def _locations_covered(entry: Mapping[str, Any], requested: Sequence[str]) -> bool:
+    """Exact URIs after normalisation. An approval that names locations covers only actions
+    that say where they happen; one that names none covers none that do."""
+    if "locations" not in entry:
         return not requested
-    approved = _string_set(entry[name])
-    return approved is not None and bool(requested) and requested <= approved
+    approved = entry["locations"]
+    if not requested or not isinstance(approved, list):
+        return False
+    normalised = [_normalized(uri) for uri in approved]  # cached per URI string
+    for uri in requested:
+        wanted = _normalized(uri)
+        if wanted is None or wanted not in normalised:
+            return False
+    return True
 
 
 def _entry_covers(entry: Mapping[str, Any], action: RequestedAction, rules: _TypeRules) -> bool:
     if entry.get("type") != action.type:
         return False
-    # actions: a non-empty subset of the approved ones.
-    approved_actions = _string_set(entry.get("actions"))
-    if approved_actions is None or not action._actions or not action._actions <= approved_actions:
+    if not _within(action.actions, entry.get("actions")):
         return False
-    # locations: exact URIs after normalisation; an approval that names locations covers only
-    # actions that say where they happen, and one that names none covers none that do.
-    requested_locations = action._locations
-    if requested_locations is None:
-        return False
-    if "locations" in entry:
-        approved_locations = entry["locations"]
-        if not isinstance(approved_locations, list) or not requested_locations:
-            return False
-        if not requested_locations <= {_normalized(uri) for uri in approved_locations}:
-            return False
-    elif requested_locations:
+    if not _locations_covered(entry, action.locations):
         return False
     # identifier: equal, including absent on both sides.
     identifier = entry.get("identifier")
     if identifier != action.identifier or (identifier is not None and not isinstance(identifier, str)):
         return False
-    if not _restricted_subset(entry, "datatypes", action._datatypes):
+    if not _restricted(entry, "datatypes", action.datatypes) or not _restricted(entry, "privileges", action.privileges):
         return False
-    if not _restricted_subset(entry, "privileges", action._privileges):
-        return False
-    # type-specific fields: both ways. A field the token carries that the action does not name
+    # type-specific fields, both ways. A field the token carries that the action does not name
     # (unknown to this resource server) is a restriction nobody enforces: not covered.
-    for name in action.fields:
+    fields = action.fields
+    for name in fields:
         if name in _RESERVED or name not in entry:
             return False
     for name, approved in entry.items():
         if name in _RESERVED:
             continue
-        if name in action.fields:
-            if not _covers(approved, action.fields[name], (name,), rules):
+        if name in fields:
+            if not _covers(approved, fields[name], (name,), rules):
                 return False
         elif rules.by_path.get((name,)) is not _IGNORE:
             return False
@@ -625,13 +605,16 @@ class VerificationKey:
 
     def verify(self, signing_input: bytes, signature: bytes) -> bool:
         try:
-            if isinstance(self.key, ec.EllipticCurvePublicKey):
+            # alg, not isinstance (an ABC check costs more than the rest of this method's Python):
+            # the key type goes with alg, as parsed from the JWKS.
+            if self.alg == "ES256":
                 if len(signature) != 64:
                     return False
-                der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
-                self.key.verify(der, signing_input, _ECDSA_SHA256)
+                cast(ec.EllipticCurvePublicKey, self.key).verify(
+                    _der_signature(signature), signing_input, _ECDSA_SHA256
+                )
             else:
-                self.key.verify(signature, signing_input, _PKCS1V15, _SHA256)
+                cast(rsa.RSAPublicKey, self.key).verify(signature, signing_input, _PKCS1V15, _SHA256)
         except InvalidSignature:
             return False
         return True
@@ -793,7 +776,35 @@ class VerifiedToken:
 
 
 _FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c", "crit")
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_TO_STANDARD_ALPHABET = bytes.maketrans(b"-_", b"+/")
+_PADDING = ("", None, "==", "=")
+
+
+def _b64url(part: str) -> bytes:
+    """Strict unpadded base64url (RFC 7515 2): raises ValueError for anything else.
+
+    Characters of the standard alphabet and padding are refused up front; what remains is
+    decoded by binascii in strict mode, which refuses every other character (decoders in
+    lenient mode skip them, so "a.b" and "a!.b" would otherwise decode alike)."""
+    if "+" in part or "/" in part or "=" in part:
+        raise ValueError("not base64url")
+    padding = _PADDING[len(part) % 4]
+    if padding is None:
+        raise ValueError("impossible base64 length")
+    return binascii.a2b_base64((part + padding).encode("ascii").translate(_TO_STANDARD_ALPHABET), strict_mode=True)
+
+
+def _der_signature(raw: bytes) -> bytes:
+    """JWS ES256 R||S (RFC 7518 3.4) to the DER SEQUENCE of two INTEGERs OpenSSL verifies."""
+    integers = b""
+    for half in (raw[:32], raw[32:]):
+        value = half.lstrip(b"\0") or b"\0"
+        if value[0] & 0x80:
+            value = b"\0" + value  # keep the INTEGER positive
+        integers += b"\x02" + bytes((len(value),)) + value
+    return b"\x30" + bytes((len(integers),)) + integers
+
+
 _HEADER_CACHE_SIZE = 64
 
 
@@ -807,7 +818,8 @@ _JSON = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    kind = type(value)  # bool is an int subclass but not a JSON number
+    return kind is int or (kind is float and math.isfinite(value))
 
 
 def _shown(value: Any) -> str:
@@ -870,6 +882,7 @@ class TokenVerifier:
         self.dpop_max_age = dpop_max_age
         self.required_acr = tuple(required_acr) if required_acr is not None else None
         self.max_auth_age = max_auth_age
+        self._step_up = required_acr is not None or max_auth_age is not None
         self._clock = clock
         # Consumption keys carry the issuer (length-prefixed), so verifiers of different
         # issuers may share one store.
@@ -883,13 +896,10 @@ class TokenVerifier:
         return InvalidToken(description, realm=self.realm)
 
     # -- 1-3: structure, header, signature
-    def _decode_part(self, part: str, what: str, *, checked: bool = False) -> bytes:
-        # The alphabet is checked first: base64 decoders skip characters they do not know.
-        if not checked and not _B64URL.fullmatch(part):
-            raise self._invalid(f"malformed token {what}")
+    def _decode_part(self, part: str, what: str) -> bytes:
         try:
-            return b64url_decode(part)
-        except (ValueError, binascii.Error):
+            return _b64url(part)
+        except (ValueError, binascii.Error):  # UnicodeEncodeError is a ValueError
             raise self._invalid(f"malformed token {what}") from None
 
     def _json(self, raw: bytes, what: str) -> dict[str, Any]:
@@ -939,15 +949,15 @@ class TokenVerifier:
             raise self._invalid("token signed by an unknown key")
         if key.alg != alg:
             raise self._invalid(f"key {_shown(kid)} does not sign with {alg}")
-        if not _B64URL.fullmatch(payload):
-            raise self._invalid("malformed token payload")
+        # Decoded (so checked to be base64url, hence ASCII) before the signature, parsed after.
+        claims_json = self._decode_part(payload, "payload")
         if not key.verify(f"{header}.{payload}".encode("ascii"), self._decode_part(signature, "signature")):
             raise self._invalid("signature verification failed")
         # Only headers that signed a valid token are remembered, so forged tokens cannot
         # crowd the issuer's header out of the cache.
         if header not in self._headers and len(self._headers) < _HEADER_CACHE_SIZE:
             self._headers[header] = (alg, kid)
-        return self._json(self._decode_part(payload, "payload", checked=True), "payload")
+        return self._json(claims_json, "payload")
 
     # -- 4: claims
     def check_claims(self, claims: Mapping[str, Any]) -> None:
@@ -1045,6 +1055,8 @@ class TokenVerifier:
 
     # -- 7: the action and the plan's windows
     def _window_problem(self, entry: Mapping[str, Any], index: int, now: float) -> str | None:
+        if "not_before" not in entry and "not_after" not in entry:
+            return None
         not_before, not_after = entry.get("not_before"), entry.get("not_after")
         for name, value in (("not_before", not_before), ("not_after", not_after)):
             if value is not None and not _is_number(value):
@@ -1121,8 +1133,11 @@ class TokenVerifier:
             claims = self.verify_signature(token)
             self.check_claims(claims)
             dpop_scheme = dpop_scheme or "cnf" in claims
-            jkt = self._check_binding(claims, token, scheme=scheme, method=method, url=url, dpop_proof=dpop_proof)
-            self._check_authentication(claims)
+            jkt = None
+            if dpop_scheme or self.require_dpop:
+                jkt = self._check_binding(claims, token, scheme=scheme, method=method, url=url, dpop_proof=dpop_proof)
+            if self._step_up:
+                self._check_authentication(claims)
             usable = self.match(claims, action)
             # Checked after the cheap local refusals, before a use is recorded: a revoked
             # token does not burn a step.

@@ -15,6 +15,10 @@
 #   KC_HTTP_MANAGEMENT_PORT management port for /health (default 9000)
 #   CIBA_CHANNEL_URI   CIBA HTTP authentication channel (default
 #                      http://localhost:8000/keycloak/auth-channel)
+#   CIBA_SPIFFE_BUNDLE_URI JWKS bundle endpoint of the SPIFFE trust domain example.test, fetched
+#                      by Keycloak over HTTP(S) (default: CIBA_CHANNEL_URI's origin +
+#                      /spiffe/bundle, where keycloak_smoke.py's stub serves it); put into the
+#                      realm import as ${CIBA_SPIFFE_BUNDLE_URI}
 #   KEYCLOAK_JAVA_HOME a Java >= 25 home (KC_JAVA_HOME is accepted too; default: JAVA_HOME if it
 #                      is >= 25, else /usr/lib/jvm/temurin-25*, /usr/lib/jvm/*-25-*)
 #   KEYCLOAK_WAIT_TIMEOUT seconds to wait for readiness (default 300)
@@ -42,6 +46,9 @@ LOG_FILE="${CACHE_DIR}/keycloak.log"
 HTTP_PORT="${KC_HTTP_PORT:-8180}"
 MGMT_PORT="${KC_HTTP_MANAGEMENT_PORT:-9000}"
 CHANNEL_URI="${CIBA_CHANNEL_URI:-http://localhost:8000/keycloak/auth-channel}"
+# scheme://host[:port] of the channel URI (the smoke test's stub serves the bundle there too).
+CHANNEL_ORIGIN="$(printf '%s' "$CHANNEL_URI" | sed -E 's#^([A-Za-z][A-Za-z0-9+.-]*://[^/?#]+).*#\1#')"
+SPIFFE_BUNDLE_URI="${CIBA_SPIFFE_BUNDLE_URI:-${CHANNEL_ORIGIN}/spiffe/bundle}"
 WAIT_TIMEOUT="${KEYCLOAK_WAIT_TIMEOUT:-300}"
 REALM=agents
 PUBLIC_URL="http://localhost:${HTTP_PORT}"
@@ -181,11 +188,14 @@ cmd_start() {
 
     : > "$LOG_FILE"
     log "starting Keycloak ${KC_VERSION} on http://127.0.0.1:${HTTP_PORT} (issuer ${PUBLIC_URL}/realms/${REALM}), java $java_home"
-    log "CIBA auth channel: $CHANNEL_URI ; log: $LOG_FILE"
+    log "CIBA auth channel: $CHANNEL_URI ; SPIFFE bundle endpoint: $SPIFFE_BUNDLE_URI ; log: $LOG_FILE"
     local t0 t1
     t0="$(date +%s.%N)"
     # DEV-ONLY bootstrap admin (master realm). setsid: own process group, so stop can signal it.
+    # CIBA_SPIFFE_BUNDLE_URI fills the ${CIBA_SPIFFE_BUNDLE_URI:...} placeholder of the realm
+    # import (Keycloak resolves ${VAR:default} in imported realm files from the environment).
     JAVA_HOME="$java_home" \
+    CIBA_SPIFFE_BUNDLE_URI="$SPIFFE_BUNDLE_URI" \
     KC_BOOTSTRAP_ADMIN_USERNAME=admin \
     KC_BOOTSTRAP_ADMIN_PASSWORD=admin \
         setsid "$DIST_DIR/bin/kc.sh" --config-file="$KC_CONF" start-dev --import-realm \
@@ -204,7 +214,14 @@ cmd_start() {
     t1="$(date +%s.%N)"
     # The realm must have been imported by *this* start.
     grep -q "Realm '${REALM}' imported" "$LOG_FILE" || { log_tail; cmd_stop >/dev/null 2>&1 || true; die "realm '${REALM}' was not imported"; }
-    provider_deployed || { log_tail; cmd_stop >/dev/null 2>&1 || true; die "protocol mapper ciba-session-note-json-mapper is not deployed (providers/$EXT_JAR_NAME)"; }
+    local info
+    info="$(server_info)" || { log_tail; cmd_stop >/dev/null 2>&1 || true; die "could not read /admin/serverinfo"; }
+    # Our protocol mapper must be listed: the realm import accepts unknown mapper ids.
+    grep -q '"ciba-session-note-json-mapper"' <<<"$info" || { log_tail; cmd_stop >/dev/null 2>&1 || true; die "protocol mapper ciba-session-note-json-mapper is not deployed (providers/$EXT_JAR_NAME)"; }
+    # The SPIFFE identity provider type exists only with the (preview) feature "spiffe" on, and the
+    # client authenticator "federated-jwt" only with "client-auth-federated" (keycloak.conf features=).
+    grep -q '"id":"spiffe"' <<<"$info" && grep -q '"federated-jwt"' <<<"$info" ||
+        { log_tail; cmd_stop >/dev/null 2>&1 || true; die "identity provider type 'spiffe' or client authenticator 'federated-jwt' missing: features spiffe,client-auth-federated not enabled (keycloak.conf features=, KC_FEATURES)"; }
     if grep -q "ERROR" "$LOG_FILE"; then
         log "warning: ERROR lines in $LOG_FILE:"; grep "ERROR" "$LOG_FILE" | head -n 10 >&2
     fi
@@ -212,15 +229,14 @@ cmd_start() {
     awk -v a="$t0" -v b="$t1" 'BEGIN {printf "keycloak startup: %.1f s\n", b - a}'
 }
 
-provider_deployed() {  # is our protocol mapper deployed? (the realm import accepts unknown mapper ids)
+server_info() {  # prints /admin/serverinfo (as the DEV-ONLY bootstrap admin)
     local token
     token="$(curl -fsS --max-time 20 -d grant_type=password -d client_id=admin-cli \
         -d username=admin -d password=admin \
         "http://127.0.0.1:${HTTP_PORT}/realms/master/protocol/openid-connect/token" |
         sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')" || return 1
     [ -n "$token" ] || return 1
-    curl -fsS --max-time 20 -H "Authorization: Bearer $token" "http://127.0.0.1:${HTTP_PORT}/admin/serverinfo" |
-        grep -q '"ciba-session-note-json-mapper"'
+    curl -fsS --max-time 20 -H "Authorization: Bearer $token" "http://127.0.0.1:${HTTP_PORT}/admin/serverinfo"
 }
 
 wait_ready() {  # wait_ready TIMEOUT: 0 once ready, 1 on timeout or if the process died
@@ -298,7 +314,7 @@ case "${1:-}" in
     status) cmd_status ;;
     wait) cmd_wait ;;
     *)
-        sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2
+        sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' >&2
         exit 2
         ;;
 esac

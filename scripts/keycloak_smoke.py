@@ -10,7 +10,14 @@ It proves the whole Keycloak protocol path WITHOUT the Python service:
 * the stub plays the approver and calls ``/ext/ciba/auth/callback`` with the channel bearer token and
   ``authorization_details`` / ``approval`` as JSON strings;
 * the agent polls the token endpoint and the access token must carry both as structured JSON claims
-  (the ciba-session-note-json-mapper extension), with ``aud`` containing ``resource-api``.
+  (the ciba-session-note-json-mapper extension), with ``aud`` containing ``resource-api``;
+* round S: a second agent, ``spiffe-agent``, has no secret at all: it authenticates at the CIBA and
+  token endpoints with a SPIFFE JWT-SVID (``client_assertion_type``
+  ``urn:ietf:params:oauth:client-assertion-type:jwt-spiffe``, ``sub`` spiffe://example.test/agent/ops)
+  signed by a key of the trust domain's bundle, which the stub serves at CIBA_SPIFFE_BUNDLE_URI
+  (default: the channel URI's origin + ``/spiffe/bundle``) with a key made for this run; SVIDs with
+  another SPIFFE ID, another key, another audience, expired, or of the wrong assertion type are
+  refused.
 
 Along the way it registers a passkey for alice the way a browser would (password login, then the
 ``webauthn-register-passwordless`` required action, answered by a software authenticator), reads it
@@ -23,6 +30,7 @@ Run against a Keycloak started by ``scripts/keycloak.sh start``:
     /work/main/.venv/bin/python scripts/keycloak_smoke.py
 
 Environment: KC_HTTP_PORT (8180), CIBA_CHANNEL_URI (http://localhost:8000/keycloak/auth-channel),
+CIBA_SPIFFE_BUNDLE_URI (the channel URI's origin + /spiffe/bundle: what scripts/keycloak.sh gave Keycloak),
 KC_BOOTSTRAP_ADMIN_USERNAME / KC_BOOTSTRAP_ADMIN_PASSWORD (admin/admin, the DEV-ONLY admin).
 Exit status 0 when every check passed, 1 otherwise.
 
@@ -67,6 +75,15 @@ DEV_ADMIN = (
     os.environ.get("KC_BOOTSTRAP_ADMIN_PASSWORD", "admin"),
 )  # DEV-ONLY bootstrap admin of the master realm
 CIBA_GRANT = "urn:openid:params:grant-type:ciba"
+# SPIFFE (round S): the realm's identity provider "spiffe-example-test" trusts the JWT-SVIDs of trust
+# domain example.test, verified with the keys of the bundle Keycloak fetches from SPIFFE_BUNDLE_URI.
+_channel = urllib.parse.urlsplit(CHANNEL_URI)
+SPIFFE_BUNDLE_URI = os.environ.get("CIBA_SPIFFE_BUNDLE_URI", f"{_channel.scheme}://{_channel.netloc}/spiffe/bundle")
+SPIFFE_IDP = "spiffe-example-test"
+SPIFFE_AGENT = "spiffe-agent"
+SPIFFE_ID = "spiffe://example.test/agent/ops"
+JWT_SPIFFE = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 # --------------------------------------------------------------------------------------------
 # reporting
@@ -142,8 +159,60 @@ class Channel:
 CHANNEL = Channel()
 
 
+class SpiffeTrustDomain:
+    """The SPIFFE trust domain example.test, played by the smoke test: a JWT-SVID signing key made
+    for this run and the bundle (JWKS, ``use: jwt-svid``, as a SPIFFE bundle endpoint serves it)."""
+
+    def __init__(self) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        public_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.key.public_key()))
+        thumb_input = json.dumps(
+            {k: public_jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"), sort_keys=True
+        )
+        self.kid = b64url(hashlib.sha256(thumb_input.encode()).digest())  # RFC 7638 thumbprint
+        self.bundle = {
+            "keys": [dict(public_jwk, kid=self.kid, use="jwt-svid")],
+            "spiffe_refresh_hint": 300,
+            "spiffe_sequence": 1,
+        }
+        self.fetches: list[dict] = []
+
+    def svid(
+        self,
+        sub: str = SPIFFE_ID,
+        *,
+        aud: str | list[str] = ISSUER,
+        key: ec.EllipticCurvePrivateKey | None = None,
+        kid: str | None = None,
+        lifetime: int = 300,
+        iat_offset: int = 0,
+    ) -> str:
+        """A JWT-SVID (SPIFFE JWT-SVID spec: sub = SPIFFE ID, aud, exp; no iss, as SPIRE mints them)."""
+        now = int(time.time()) + iat_offset
+        claims = {"sub": sub, "aud": aud, "iat": now, "exp": now + lifetime}
+        return jwt.encode(claims, key or self.key, algorithm="ES256", headers={"kid": kid or self.kid, "typ": "JWT"})
+
+
+SPIFFE = SpiffeTrustDomain()
+
+
 class ChannelHandler(BaseHTTPRequestHandler):
     path_expected = urllib.parse.urlsplit(CHANNEL_URI).path
+    bundle_path = urllib.parse.urlsplit(SPIFFE_BUNDLE_URI).path
+
+    def do_GET(self) -> None:
+        if self.path != self.bundle_path:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        SPIFFE.fetches.append({"path": self.path, "headers": dict(self.headers.items())})
+        body = json.dumps(SPIFFE.bundle).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -165,13 +234,21 @@ class ChannelHandler(BaseHTTPRequestHandler):
 
 
 def start_channel() -> ThreadingHTTPServer:
-    parts = urllib.parse.urlsplit(CHANNEL_URI)
-    port = parts.port or 80
+    """The channel stub on CIBA_CHANNEL_URI's port; it also serves the SPIFFE bundle (GET) there, and
+    on a second listener when CIBA_SPIFFE_BUNDLE_URI names another port."""
+    port = _channel.port or 80
     try:
         server = ThreadingHTTPServer(("127.0.0.1", port), ChannelHandler)
     except OSError as e:
         sys.exit(f"cannot listen on 127.0.0.1:{port} for the channel stub ({e}); is the service running?")
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    bundle_port = urllib.parse.urlsplit(SPIFFE_BUNDLE_URI).port or 80
+    if bundle_port != port:
+        try:
+            extra = ThreadingHTTPServer(("127.0.0.1", bundle_port), ChannelHandler)
+        except OSError as e:
+            sys.exit(f"cannot listen on 127.0.0.1:{bundle_port} for the SPIFFE bundle stub ({e})")
+        threading.Thread(target=extra.serve_forever, daemon=True).start()
     return server
 
 
@@ -181,20 +258,27 @@ def start_channel() -> ThreadingHTTPServer:
 http = httpx.Client(timeout=30.0)
 
 
-def backchannel(extra: dict | None = None, binding_message: str = "approve-iam-42") -> httpx.Response:
+def backchannel(
+    extra: dict | None = None, binding_message: str = "approve-iam-42", client_auth: dict | None = None
+) -> httpx.Response:
+    """As demo-agent (client_secret_basic), or with ``client_auth`` form parameters (an assertion)."""
     data = {"scope": "openid", "login_hint": ALICE[0], "binding_message": binding_message}
     data.update(extra or {})
-    return http.post(f"{OIDC}/ext/ciba/auth", data=data, auth=AGENT)
+    data.update(client_auth or {})
+    return http.post(f"{OIDC}/ext/ciba/auth", data=data, auth=None if client_auth else AGENT)
 
 
-def poll(auth_req_id: str) -> httpx.Response:
-    return http.post(f"{OIDC}/token", data={"grant_type": CIBA_GRANT, "auth_req_id": auth_req_id}, auth=AGENT)
+def poll(auth_req_id: str, client_auth: dict | None = None) -> httpx.Response:
+    data = {"grant_type": CIBA_GRANT, "auth_req_id": auth_req_id, **(client_auth or {})}
+    return http.post(f"{OIDC}/token", data=data, auth=None if client_auth else AGENT)
 
 
-def poll_until_done(auth_req_id: str, interval: float, limit: float = 30.0) -> httpx.Response:
+def poll_until_done(
+    auth_req_id: str, interval: float, limit: float = 30.0, client_auth: dict | None = None
+) -> httpx.Response:
     deadline = time.monotonic() + limit
     while True:
-        r = poll(auth_req_id)
+        r = poll(auth_req_id, client_auth)
         err = r.json().get("error") if r.status_code == 400 else None
         if err not in ("authorization_pending", "slow_down") or time.monotonic() > deadline:
             return r
@@ -756,7 +840,178 @@ def main() -> int:
         fact("extra parameters forwarded out of 7 sent", extras)
         check(len(extras) == 5, "at most 5 extra parameters are forwarded", extras)
 
+    spiffe_round(dev_admin, jwks, alice_id)
     return finish(server)
+
+
+def spiffe_assertion(svid: str, assertion_type: str = JWT_SPIFFE) -> dict:
+    return {"client_assertion_type": assertion_type, "client_assertion": svid}
+
+
+def refused(r: httpx.Response) -> bool:
+    """Keycloak's answer to a failed client authentication: 400/401 invalid_client."""
+    try:
+        err = r.json().get("error")
+    except ValueError:
+        err = None
+    return r.status_code in (400, 401) and err in ("invalid_client", "unauthorized_client")
+
+
+def spiffe_round(dev_admin: httpx.Client, jwks: jwt.PyJWKClient, alice_id: str) -> None:
+    """Round S: spiffe-agent authenticates with SPIFFE JWT-SVIDs (feature "spiffe")."""
+    section("round S: spiffe-agent authenticates with a SPIFFE JWT-SVID (no client secret)")
+    idp = dev_admin.get(f"/identity-provider/instances/{SPIFFE_IDP}")
+    if not check(idp.status_code == 200, f"identity provider {SPIFFE_IDP} exists (feature spiffe on)", idp.text):
+        return
+    idp_rep = idp.json()
+    fact("SPIFFE identity provider (as imported)", {k: idp_rep.get(k) for k in ("providerId", "types", "config")})
+    check(
+        idp_rep.get("providerId") == "spiffe" and idp_rep["config"].get("trustDomain") == "spiffe://example.test",
+        "identity provider type spiffe, trust domain spiffe://example.test",
+    )
+    if not check(
+        idp_rep["config"].get("bundleEndpoint") == SPIFFE_BUNDLE_URI,
+        f"its bundle endpoint is the one this stub serves ({SPIFFE_BUNDLE_URI})",
+        f"{idp_rep['config'].get('bundleEndpoint')} (start Keycloak with the same CIBA_CHANNEL_URI /"
+        " CIBA_SPIFFE_BUNDLE_URI as this test)",
+    ):
+        return
+    clients = dev_admin.get("/clients", params={"clientId": SPIFFE_AGENT}).json()
+    stored_secret = "not-the-secret"
+    if check(len(clients) == 1, f"client {SPIFFE_AGENT} exists"):
+        c = clients[0]
+        attrs = c.get("attributes", {})
+        fact(
+            f"{SPIFFE_AGENT} client authentication",
+            {
+                "clientAuthenticatorType": c.get("clientAuthenticatorType"),
+                "jwt.credential.issuer": attrs.get("jwt.credential.issuer"),
+                "jwt.credential.sub": attrs.get("jwt.credential.sub"),
+                "oidc.ciba.grant.enabled": attrs.get("oidc.ciba.grant.enabled"),
+            },
+        )
+        check(
+            c.get("clientAuthenticatorType") == "federated-jwt"
+            and attrs.get("jwt.credential.issuer") == SPIFFE_IDP
+            and attrs.get("jwt.credential.sub") == SPIFFE_ID,
+            f"{SPIFFE_AGENT}: authenticator federated-jwt, issuer {SPIFFE_IDP}, subject {SPIFFE_ID}",
+        )
+        # Keycloak gives every confidential client a random secret, even a federated-jwt one; the
+        # client-secret authenticator must not accept it (checked below).
+        secret = dev_admin.get(f"/clients/{c['id']}/client-secret")
+        stored_secret = secret.json().get("value") or stored_secret
+        fact(
+            f"{SPIFFE_AGENT} client secret (admin API)",
+            f"HTTP {secret.status_code} type={secret.json().get('type')} value={redact(stored_secret)}",
+        )
+
+    # -- the happy path: one JWT-SVID for the CIBA request and every poll (SVIDs are reusable) --
+    svid = SPIFFE.svid()
+    fact("JWT-SVID JOSE header", jwt.get_unverified_header(svid))
+    fact("JWT-SVID claims", jwt.decode(svid, options={"verify_signature": False}))
+    auth = spiffe_assertion(svid)
+    r = backchannel({"intent": "int_spiffe"}, binding_message="approve-spiffe-ops", client_auth=auth)
+    fact("backchannel authentication with the JWT-SVID", f"HTTP {r.status_code} {r.text[:200]}")
+    if not check(r.status_code == 200, "[S] JWT-SVID authenticates spiffe-agent at the CIBA endpoint (200)", r.text):
+        return
+    fact(
+        "bundle fetches by Keycloak so far",
+        [{"path": f["path"], "User-Agent": f["headers"].get("User-Agent")} for f in SPIFFE.fetches],
+    )
+    check(len(SPIFFE.fetches) >= 1, "Keycloak fetched the trust domain's bundle from the bundle endpoint")
+    body = r.json()
+    chan = CHANNEL.take()
+    if not check(chan is not None, "[S] Keycloak POSTed the authentication channel"):
+        return
+    check(
+        chan["body"].get("binding_message") == "approve-spiffe-ops" and chan["body"].get("intent") == "int_spiffe",
+        "[S] channel body carries the spiffe-agent's binding_message and intent",
+        chan["body"],
+    )
+    bearer_claims = jwt_parts(bearer_of(chan))[1]
+    check(bearer_claims.get("azp") == SPIFFE_AGENT, "[S] channel bearer token: azp = spiffe-agent", bearer_claims)
+
+    r = poll(body["auth_req_id"], auth)
+    check(
+        r.status_code == 400 and r.json().get("error") == "authorization_pending",
+        "[S] JWT-SVID authenticates spiffe-agent at the token endpoint (authorization_pending before approval)",
+        r.text,
+    )
+    # Refused at the token endpoint: another key, another SPIFFE ID (the request must survive).
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    r = poll(body["auth_req_id"], spiffe_assertion(SPIFFE.svid(key=other_key)))
+    fact("token endpoint, JWT-SVID signed by another key (same kid)", f"HTTP {r.status_code} {r.text}")
+    check(refused(r), "[S] token endpoint refuses a JWT-SVID signed by another key (invalid_client)", r.text)
+    r = poll(body["auth_req_id"], spiffe_assertion(SPIFFE.svid("spiffe://example.test/agent/other")))
+    fact("token endpoint, JWT-SVID with another SPIFFE ID", f"HTTP {r.status_code} {r.text}")
+    check(refused(r), "[S] token endpoint refuses a JWT-SVID with another SPIFFE ID (invalid_client)", r.text)
+
+    authorization_details = [{"type": "ops_restart", "actions": ["restart"], "identifier": "svc-7"}]
+    cb = callback(
+        bearer_of(chan),
+        {"status": "SUCCEED", "authorization_details": json.dumps(authorization_details, separators=(",", ":"))},
+    )
+    check(cb.status_code == 200, "[S] callback SUCCEED accepted", cb.text)
+    time.sleep(body.get("interval", 2) + 0.1)
+    r = poll_until_done(body["auth_req_id"], body.get("interval", 2), client_auth=auth)
+    if check(r.status_code == 200, "[S] token issued to spiffe-agent (same JWT-SVID reused for every poll)", r.text):
+        at = r.json()["access_token"]
+        at_header, at_claims = jwt_parts(at)
+        fact("spiffe-agent access token claims", at_claims)
+        try:
+            key = jwks.get_signing_key_from_jwt(at)
+            jwt.decode(at, key.key, algorithms=[at_header["alg"]], audience="resource-api", issuer=ISSUER)
+            check(True, "[S] access token verifies with the realm JWKS for aud=resource-api")
+        except Exception as e:
+            check(False, "[S] access token verifies with the realm JWKS", repr(e))
+        check(
+            at_claims.get("azp") == SPIFFE_AGENT and at_claims.get("sub") == alice_id,
+            "[S] access token: azp = spiffe-agent, sub = alice",
+            at_claims,
+        )
+        check(
+            at_claims.get("authorization_details") == authorization_details,
+            "[S] authorization_details claim as approved",
+            at_claims.get("authorization_details"),
+        )
+        check("refresh_token" not in r.json(), "[S] no refresh token")
+
+    # -- refused at the CIBA endpoint (each must cause no channel POST) --
+    foreign = SpiffeTrustDomain()  # another trust domain's key, with its own kid
+    cases = [
+        ("JWT-SVID with another SPIFFE ID of the trust domain", SPIFFE.svid("spiffe://example.test/agent/other")),
+        ("JWT-SVID with a SPIFFE ID of another trust domain", SPIFFE.svid("spiffe://other.test/agent/ops")),
+        ("JWT-SVID signed by another key (same kid)", SPIFFE.svid(key=other_key)),
+        ("JWT-SVID signed by another key (its own kid)", foreign.svid()),
+        ("JWT-SVID whose aud is not the realm issuer", SPIFFE.svid(aud="resource-api")),
+        ("expired JWT-SVID", SPIFFE.svid(iat_offset=-600, lifetime=300)),
+        # Keycloak's federated-jwt validator: iat at most 300 s old (IdP config fedClientAssertionMaxExp).
+        ("unexpired JWT-SVID issued 400 s ago", SPIFFE.svid(iat_offset=-400, lifetime=600)),
+    ]
+    attempts = [(label, spiffe_assertion(t)) for label, t in cases] + [
+        ("valid JWT-SVID sent as client_assertion_type jwt-bearer", spiffe_assertion(svid, JWT_BEARER)),
+        ("valid JWT-SVID with client_id=demo-agent", {"client_id": AGENT[0], **spiffe_assertion(svid)}),
+        (
+            "spiffe-agent's own stored (auto-generated) client secret, client_secret_post",
+            {"client_id": SPIFFE_AGENT, "client_secret": stored_secret},
+        ),
+    ]
+    observed = {}
+    for label, client_auth in attempts:
+        r = backchannel(client_auth=client_auth)
+        stray = CHANNEL.take(0.5)
+        observed[label] = f"HTTP {r.status_code} {r.text}"
+        check(
+            refused(r) and stray is None,
+            f"[S] CIBA endpoint refuses: {label}",
+            observed[label],
+        )
+    fact("CIBA endpoint answers to refused spiffe-agent credentials", observed)
+    # The JWT-SVID with the right SPIFFE ID still works after all that (no lock-out, reuse allowed).
+    r = backchannel(binding_message="approve-spiffe-again", client_auth=spiffe_assertion(SPIFFE.svid()))
+    CHANNEL.take(5)
+    check(r.status_code == 200, "[S] a fresh valid JWT-SVID is still accepted afterwards", r.text)
+    fact("bundle fetches by Keycloak in round S (unknown kid or failed signature -> refetch)", len(SPIFFE.fetches))
 
 
 def finish(server: ThreadingHTTPServer) -> int:

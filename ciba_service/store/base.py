@@ -158,6 +158,9 @@ class Store(ABC):
     def passkeys_for(self, user_id: str) -> list[Passkey]: ...
 
     @abstractmethod
+    def find_passkey(self, credential_id: bytes) -> Passkey | None: ...
+
+    @abstractmethod
     def update_sign_count(self, credential_id: bytes, *, old: int, new: int) -> bool:
         """Set the counter only if it still is ``old``; False if another use raced us."""
 

@@ -199,6 +199,12 @@ class SQLiteStore(Store):
             for r in rows
         ]
 
+    def find_passkey(self, credential_id: bytes) -> Passkey | None:
+        row = self._one("SELECT user_id FROM passkeys WHERE credential_id = ?", (credential_id,))
+        if row is None:
+            return None
+        return next((p for p in self.passkeys_for(row["user_id"]) if p.credential_id == credential_id), None)
+
     def update_sign_count(self, credential_id: bytes, *, old: int, new: int) -> bool:
         return (
             self._exec(
