@@ -151,6 +151,7 @@ def resolve_request_object(params: Params, client: AuthenticatedClient, context:
             issuer=client_id,
             use_once=lambda jti, exp: context.use_once(f"request:{client_id}:{jti}", exp),
             what="request object",
+            max_age_from_nbf=MAX_REQUEST_OBJECT_LIFETIME,
         )
     except ClientJwtError as exc:
         raise InvalidRequest(exc.description) from None

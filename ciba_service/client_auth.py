@@ -125,6 +125,7 @@ def _assertion_client(*, settings: Settings, params: Params, context: AssertionC
                 max_lifetime=settings.max_assertion_lifetime,
                 required=("sub", "aud", "exp"),
                 what="JWT-SVID",
+                key_uses=context.spiffe.key_uses,
             )
         except ClientJwtError as exc:
             raise InvalidClient(exc.description) from None

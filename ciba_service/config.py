@@ -52,7 +52,7 @@ class ClientConfig(BaseModel):
     backchannel_token_delivery_mode: Literal["poll", "ping", "push"] = "poll"
     backchannel_client_notification_endpoint: str | None = None
     # When set, /bc-authorize accepts only signed authentication requests (CIBA 7.1.1).
-    backchannel_authentication_request_signing_alg: Literal["ES256", "PS256", "RS256"] | None = None
+    backchannel_authentication_request_signing_alg: Literal["ES256", "PS256"] | None = None
     scopes: list[str] = Field(default_factory=lambda: ["openid"])
     authorization_details_types: list[str] = Field(default_factory=list)
     audience: str | None = None

@@ -505,7 +505,12 @@ def _members_covered(
 
 def _within(requested: Sequence[str], approved: Any) -> bool:
     """``requested`` is a non-empty subset of the approved JSON array (plain string equality)."""
-    return bool(requested) and isinstance(approved, list) and all(item in approved for item in requested)
+    if not requested or not isinstance(approved, list):
+        return False
+    for item in requested:  # noqa: SIM110 - a loop, not all(): short lists, hot path
+        if item not in approved:
+            return False
+    return True
 
 
 def _restricted(entry: Mapping[str, Any], name: str, requested: Sequence[str]) -> bool:
@@ -524,10 +529,9 @@ def _locations_covered(entry: Mapping[str, Any], requested: Sequence[str]) -> bo
     approved = entry["locations"]
     if not requested or not isinstance(approved, list):
         return False
-    normalised = [_normalized(uri) for uri in approved]  # cached per URI string
     for uri in requested:
-        wanted = _normalized(uri)
-        if wanted is None or wanted not in normalised:
+        wanted = _normalized(uri)  # cached per URI string, as are the approved ones
+        if wanted is None or wanted not in map(_normalized, approved):
             return False
     return True
 
@@ -543,7 +547,9 @@ def _entry_covers(entry: Mapping[str, Any], action: RequestedAction, rules: _Typ
     identifier = entry.get("identifier")
     if identifier != action.identifier or (identifier is not None and not isinstance(identifier, str)):
         return False
-    if not _restricted(entry, "datatypes", action.datatypes) or not _restricted(entry, "privileges", action.privileges):
+    if ("datatypes" in entry or action.datatypes) and not _restricted(entry, "datatypes", action.datatypes):
+        return False
+    if ("privileges" in entry or action.privileges) and not _restricted(entry, "privileges", action.privileges):
         return False
     # type-specific fields, both ways. A field the token carries that the action does not name
     # (unknown to this resource server) is a restriction nobody enforces: not covered.
@@ -1091,8 +1097,10 @@ class TokenVerifier:
 
     # -- 9: consumption
     def _limit(self, entry: Mapping[str, Any], index: int) -> int:
-        ceiling = self.max_uses.get(str(entry.get("type")), 1)
         asked = entry.get("max_uses")
+        if asked is None and not self.max_uses:
+            return 1
+        ceiling = self.max_uses.get(str(entry.get("type")), 1)
         if asked is None:
             return ceiling
         if not isinstance(asked, int) or isinstance(asked, bool) or asked < 1:
