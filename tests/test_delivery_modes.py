@@ -23,8 +23,8 @@ from ciba_service.delivery import NotificationSender
 from ciba_service.provider import Provider
 from ciba_service.resource import JwksCache, RequestedAction, TokenVerifier
 from ciba_service.security import hash_secret
-from ciba_service.serving import BackgroundServer, free_port
 from ciba_service.service import build_provider
+from ciba_service.serving import BackgroundServer, free_port
 from ciba_service.softauthn import SoftAuthenticator
 from ciba_service.web.app import create_app
 from tests.conftest import ACTION, RecordingNotifier
