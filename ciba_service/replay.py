@@ -70,18 +70,16 @@ class InMemoryReplayCache(ReplayCache):
             if now >= self._next_prune:
                 self._prune(now)
             record = self._uses.get(key)
-            if record is not None and record[1] <= now:
-                record = None  # expired but not yet pruned: a fresh key
-            if record is None:
+            if record is None or record[1] <= now:  # unseen, or expired and not yet pruned
                 if limit < 1:
                     return False
                 if len(self._uses) >= self._max_entries:
                     self._prune(now)
                     if len(self._uses) >= self._max_entries:
                         raise ReplayStoreUnavailable("replay cache is full")
-                # A record never outlives less than a second: a caller passing an expiry in the
-                # past must not get a key that is fresh again on the next call.
-                self._uses[key] = [1, max(expires_at, math.ceil(now) + 1)]
+                # A record lives at least a second: a caller passing an expiry in the past
+                # must not get a key that is fresh again on the next call.
+                self._uses[key] = [1, expires_at if expires_at > now else int(now) + 1]
                 return True
             if record[0] >= limit:
                 return False

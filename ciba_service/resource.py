@@ -89,11 +89,13 @@ _UNSAFE_IN_QUOTED = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
 def _quoted(value: str) -> str:
     # RFC 6750 3: error_description is %x20-21 / %x23-5B / %x5D-7E, so no quote, no
     # backslash, nothing outside printable ASCII (values may echo a token's header).
-    return '"' + _UNSAFE_IN_QUOTED.sub("?", value[:300]) + '"'
+    return '"' + _UNSAFE_IN_QUOTED.sub("?", value) + '"'
 
 
 def _encode_details(details: list[dict[str, Any]]) -> str:
-    return b64url_encode(json.dumps(details, separators=(",", ":"), ensure_ascii=True).encode("ascii"))
+    # default=str: a resource server's own values (a Decimal amount) must not break the answer.
+    text = json.dumps(details, separators=(",", ":"), ensure_ascii=True, default=str)
+    return b64url_encode(text.encode("ascii"))
 
 
 class ResourceError(Exception):
@@ -129,7 +131,7 @@ class ResourceError(Exception):
     def _challenge(self, scheme: str, *, with_error: bool) -> str:
         params = [("realm", _quoted(self.realm))]
         if with_error and self.error:
-            params += [("error", _quoted(self.error)), ("error_description", _quoted(self.description))]
+            params += [("error", _quoted(self.error)), ("error_description", _quoted(self.description[:300]))]
         params += [(name, _quoted(value)) for name, value in self.challenge_params()]
         if scheme == "DPoP":
             params.append(("algs", _quoted(" ".join(DPOP_ALGORITHMS))))
@@ -348,14 +350,17 @@ def normalize_uri(uri: str) -> str:
 
 
 @lru_cache(maxsize=2048)
-def _normalized(uri: Any) -> str | None:
-    """Cached :func:`normalize_uri`; None for a value that is not a valid URI string."""
-    if not isinstance(uri, str):
-        return None
+def _normalized_str(uri: str) -> str | None:
     try:
         return normalize_uri(uri)
     except ValueError:
         return None
+
+
+def _normalized(uri: Any) -> str | None:
+    """Cached :func:`normalize_uri`; None for a value that is not a valid URI string (a token
+    may carry any JSON there, and lists or objects cannot even be cache keys)."""
+    return _normalized_str(uri) if isinstance(uri, str) else None
 
 
 # type-specific fields: comparison rules ----------------------------------------------------
@@ -746,8 +751,13 @@ class TokenIntrospection:
         self.introspection_url = introspection_url
         credentials = f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
         self._authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
-        self._client = client if client is not None else httpx.Client(follow_redirects=False)
-        self._timeout = timeout
+        # A given client keeps its own settings (timeout included); ours gets ``timeout``.
+        self._owns_client = client is None
+        self._client = client if client is not None else httpx.Client(follow_redirects=False, timeout=timeout)
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
 
     def is_active(self, token: str) -> bool:
         try:
@@ -755,7 +765,6 @@ class TokenIntrospection:
                 self.introspection_url,
                 data={"token": token, "token_type_hint": "access_token"},
                 headers={"Authorization": self._authorization, "Accept": "application/json"},
-                timeout=self._timeout,
             )
         except httpx.HTTPError as exc:
             raise ResourceUnavailable(f"token status could not be checked: {type(exc).__name__}") from None
@@ -821,6 +830,8 @@ def _refuse_constant(name: str) -> Any:
 
 # One decoder, built once (json.loads with arguments builds a new one per call).
 _JSON = json.JSONDecoder(parse_constant=_refuse_constant)
+_SCAN_JSON: Callable[[str, int], tuple[Any, int]] = _JSON.scan_once  # type: ignore[attr-defined]
+_JSON_WHITESPACE = " \t\n\r"
 
 
 def _is_number(value: Any) -> bool:
@@ -910,21 +921,23 @@ class TokenVerifier:
 
     def _json(self, raw: bytes, what: str) -> dict[str, Any]:
         try:
-            value = _JSON.decode(raw.decode("utf-8"))
-        except (ValueError, RecursionError):
+            text = raw.decode("utf-8")
+            # The C scanner directly (what JSONDecoder.decode wraps): no whitespace regexes.
+            start = 0 if text[:1] not in _JSON_WHITESPACE else len(text) - len(text.lstrip(_JSON_WHITESPACE))
+            value, end = _SCAN_JSON(text, start)
+            if end != len(text) and text[end:].strip(_JSON_WHITESPACE):
+                raise ValueError("data after the JSON value")
+        except (ValueError, RecursionError, StopIteration):
             raise self._invalid(f"token {what} is not JSON") from None
         if not isinstance(value, dict):
             raise self._invalid(f"token {what} is not a JSON object")
         return value
 
     def _check_header(self, encoded: str) -> tuple[str, str]:
-        cached = self._headers.get(encoded)
-        if cached is not None:
-            return cached
         header = self._json(self._decode_part(encoded, "header"), "header")
         alg = header.get("alg")
         # An allow-list, not a deny-list: stops "alg: none" and HS256-with-the-public-key.
-        if alg not in self.algorithms:
+        if not isinstance(alg, str) or alg not in self.algorithms:
             raise self._invalid(f"algorithm {_shown(alg)} is not allowed")
         typ = header.get("typ")
         if not isinstance(typ, str) or typ.lower() not in self.accepted_typ:
@@ -949,7 +962,8 @@ class TokenVerifier:
         if len(parts) != 3:
             raise self._invalid("token is not a compact JWS")
         header, payload, signature = parts
-        alg, kid = self._check_header(header)
+        checked = self._headers.get(header)
+        alg, kid = checked if checked is not None else self._check_header(header)
         key = self.keys.key_for(kid)
         if key is None:
             raise self._invalid("token signed by an unknown key")
@@ -961,13 +975,14 @@ class TokenVerifier:
             raise self._invalid("signature verification failed")
         # Only headers that signed a valid token are remembered, so forged tokens cannot
         # crowd the issuer's header out of the cache.
-        if header not in self._headers and len(self._headers) < _HEADER_CACHE_SIZE:
+        if checked is None and len(self._headers) < _HEADER_CACHE_SIZE:
             self._headers[header] = (alg, kid)
         return self._json(claims_json, "payload")
 
     # -- 4: claims
-    def check_claims(self, claims: Mapping[str, Any]) -> None:
-        now = self._clock()
+    def check_claims(self, claims: Mapping[str, Any], *, now: float | None = None) -> None:
+        if now is None:
+            now = self._clock()
         if claims.get("iss") != self.issuer:
             raise self._invalid("token issuer is not trusted here")
         aud = claims.get("aud")
@@ -1061,8 +1076,6 @@ class TokenVerifier:
 
     # -- 7: the action and the plan's windows
     def _window_problem(self, entry: Mapping[str, Any], index: int, now: float) -> str | None:
-        if "not_before" not in entry and "not_after" not in entry:
-            return None
         not_before, not_after = entry.get("not_before"), entry.get("not_after")
         for name, value in (("not_before", not_before), ("not_after", not_after)):
             if value is not None and not _is_number(value):
@@ -1074,15 +1087,19 @@ class TokenVerifier:
             return f"the approval for this action ended at {int(not_after)} (epoch seconds)"
         return None
 
-    def match(self, claims: Mapping[str, Any], action: RequestedAction) -> list[tuple[int, dict[str, Any]]]:
+    def match(
+        self, claims: Mapping[str, Any], action: RequestedAction, *, now: float | None = None
+    ) -> list[tuple[int, dict[str, Any]]]:
         """The entries that cover ``action`` now, in token order; at least one, or raises."""
         rules = self.field_rules.get(action.type, _NO_RULES)
-        now = self._clock()
+        if now is None:
+            now = self._clock()
         usable: list[tuple[int, dict[str, Any]]] = []
         outside: str | None = None
         for index, entry in enumerate(claims["authorization_details"]):
             if isinstance(entry, dict) and _entry_covers(entry, action, rules):
-                problem = self._window_problem(entry, index, now)
+                has_window = "not_before" in entry or "not_after" in entry
+                problem = self._window_problem(entry, index, now) if has_window else None
                 if problem is None:
                     usable.append((index, entry))
                 else:
@@ -1098,8 +1115,6 @@ class TokenVerifier:
     # -- 9: consumption
     def _limit(self, entry: Mapping[str, Any], index: int) -> int:
         asked = entry.get("max_uses")
-        if asked is None and not self.max_uses:
-            return 1
         ceiling = self.max_uses.get(str(entry.get("type")), 1)
         if asked is None:
             return ceiling
@@ -1111,9 +1126,10 @@ class TokenVerifier:
         self, claims: Mapping[str, Any], usable: list[tuple[int, dict[str, Any]]]
     ) -> tuple[int, dict[str, Any]]:
         expires_at = math.ceil(claims["exp"]) + self.leeway
-        stem = f"{self._key_prefix}{claims['jti']}#"
+        jti = claims["jti"]
         for index, entry in usable:
-            if self.replay.consume(f"{stem}{index}", expires_at=expires_at, limit=self._limit(entry, index)):
+            limit = 1 if not self.max_uses and "max_uses" not in entry else self._limit(entry, index)
+            if self.replay.consume(f"{self._key_prefix}{jti}#{index}", expires_at=expires_at, limit=limit):
                 return index, entry
         if len(claims["authorization_details"]) == 1:
             raise self._invalid("token has already been used")
@@ -1139,14 +1155,15 @@ class TokenVerifier:
         dpop_scheme = scheme is not None and scheme.lower() == "dpop"
         try:
             claims = self.verify_signature(token)
-            self.check_claims(claims)
-            dpop_scheme = dpop_scheme or "cnf" in claims
+            dpop_scheme = dpop_scheme or "cnf" in claims  # a bound token is answered in DPoP terms
+            now = self._clock()
+            self.check_claims(claims, now=now)
             jkt = None
             if dpop_scheme or self.require_dpop:
                 jkt = self._check_binding(claims, token, scheme=scheme, method=method, url=url, dpop_proof=dpop_proof)
             if self._step_up:
                 self._check_authentication(claims)
-            usable = self.match(claims, action)
+            usable = self.match(claims, action, now=now)
             # Checked after the cheap local refusals, before a use is recorded: a revoked
             # token does not burn a step.
             if self.introspection is not None and not self.introspection.is_active(token):
@@ -1156,6 +1173,7 @@ class TokenVerifier:
         except ReplayStoreUnavailable as exc:
             raise ResourceUnavailable(str(exc), realm=self.realm) from None
         except ResourceError as exc:
+            exc.realm = self.realm
             if exc.required is None:
                 exc.required = action.as_authorization_details()
             if dpop_scheme and exc.scheme == "Bearer":

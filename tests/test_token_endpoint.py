@@ -387,7 +387,7 @@ def test_discovery_document(env: Env) -> None:
         "grant_types_supported": [CIBA],
         "backchannel_token_delivery_modes_supported": ["poll", "ping", "push"],
         "backchannel_user_code_parameter_supported": False,
-        "backchannel_authentication_request_signing_alg_values_supported": ["ES256", "PS256", "RS256"],
+        "backchannel_authentication_request_signing_alg_values_supported": ["ES256", "PS256"],
         "token_endpoint_auth_methods_supported": [
             "client_secret_basic",
             "client_secret_post",
