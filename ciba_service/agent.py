@@ -15,6 +15,7 @@ from typing import Any
 # first so the "ignore" below is the newer filter and wins.
 import authlib.deprecate  # noqa: F401
 import httpx
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
@@ -25,6 +26,7 @@ with warnings.catch_warnings():
     from authlib.integrations.base_client import OAuthError as AuthlibOAuthError
     from authlib.integrations.httpx_client import OAuth2Client
 
+from . import dpop
 from .backchannel import CIBA_GRANT_TYPE
 
 __all__ = ["AgentError", "CibaAgent", "NotificationInbox", "PendingRequest"]
@@ -61,11 +63,14 @@ class CibaAgent:
         transport: httpx.BaseTransport | None = None,
         discovery_url: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        dpop_key: ec.EllipticCurvePrivateKey | None = None,
     ) -> None:
         self.issuer = issuer.rstrip("/")
         self._discovery_url = discovery_url or f"{self.issuer}/.well-known/openid-configuration"
         self._metadata: dict[str, Any] | None = None
         self._sleep = sleep
+        # RFC 9449: with a key, every token request carries a proof and the token is bound to it.
+        self.dpop_key = dpop_key
         kwargs: dict[str, Any] = {}
         if transport is not None:
             kwargs["transport"] = transport
@@ -135,15 +140,32 @@ class CibaAgent:
         )
 
     def poll_once(self, auth_req_id: str) -> dict[str, Any]:
+        endpoint = self.metadata["token_endpoint"]
+        headers = {}
+        if self.dpop_key is not None:
+            headers["DPoP"] = dpop.create_proof(self.dpop_key, "POST", endpoint)
         try:
             token: dict[str, Any] = self._oauth.fetch_token(
-                self.metadata["token_endpoint"],
+                endpoint,
                 grant_type=CIBA_GRANT_TYPE,
                 auth_req_id=auth_req_id,
+                headers=headers,
             )
         except AuthlibOAuthError as exc:
             raise AgentError(str(exc.error), exc.description) from None
         return dict(token)
+
+    def resource_headers(
+        self, access_token: str, *, method: str, url: str, token_type: str = "Bearer"
+    ) -> dict[str, str]:
+        """Headers for calling a resource server with ``access_token``: ``Bearer``, or for a
+        DPoP-bound token the ``DPoP`` scheme and a fresh proof for this method and URL."""
+        if token_type.lower() != "dpop":
+            return {"Authorization": f"Bearer {access_token}"}
+        if self.dpop_key is None:
+            raise ValueError("a DPoP-bound token needs the agent's DPoP key")
+        proof = dpop.create_proof(self.dpop_key, method, url, access_token=access_token)
+        return {"Authorization": f"DPoP {access_token}", "DPoP": proof}
 
     def wait(
         self,

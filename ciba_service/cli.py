@@ -149,9 +149,14 @@ def agent_request(
     scope: Annotated[str, typer.Option()] = "openid",
     requested_expiry: Annotated[int | None, typer.Option()] = None,
     show_claims: Annotated[bool, typer.Option("--show-claims", help="Print the decoded claims.")] = False,
+    dpop_key: Annotated[
+        Path | None,
+        typer.Option("--dpop-key", help="P-256 PEM key (created if missing): bind the token to it (DPoP)."),
+    ] = None,
 ) -> None:
     """Send a backchannel request, wait for the user's decision, print the token."""
     from .agent import AgentError, CibaAgent
+    from .tokens import SigningKey
 
     raw = (
         Path(authorization_details[1:]).read_text() if authorization_details.startswith("@") else authorization_details
@@ -164,7 +169,8 @@ def agent_request(
     if not client_secret:
         err.print("[red]set CIBA_AGENT_CLIENT_SECRET (or --client-secret)[/]")
         raise typer.Exit(2)
-    agent = CibaAgent(issuer=issuer, client_id=client_id, client_secret=client_secret)
+    key = SigningKey.load_or_create(dpop_key).private_key if dpop_key else None
+    agent = CibaAgent(issuer=issuer, client_id=client_id, client_secret=client_secret, dpop_key=key)
     try:
         pending = agent.request(
             login_hint=login_hint,

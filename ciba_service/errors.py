@@ -19,6 +19,7 @@ Exception hierarchy::
     ├── SlowDown
     ├── ExpiredToken
     ├── AccessDenied
+    ├── InvalidDPoPProof            RFC 9449 5
     └── TemporarilyUnavailable      503, the upstream IdP could not be reached
     ApprovalError                   the approval page's failures (not OAuth codes)
     ├── ApprovalNotFound
@@ -49,6 +50,7 @@ __all__ = [
     "InvalidAuthorizationDetails",
     "InvalidBindingMessage",
     "InvalidClient",
+    "InvalidDPoPProof",
     "InvalidGrant",
     "InvalidRequest",
     "InvalidScope",
@@ -146,6 +148,10 @@ class ExpiredToken(OAuthError):
 class AccessDenied(OAuthError):
     error = "access_denied"
     status_code = 400
+
+
+class InvalidDPoPProof(OAuthError):
+    error = "invalid_dpop_proof"
 
 
 class TemporarilyUnavailable(OAuthError):

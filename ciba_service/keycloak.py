@@ -556,7 +556,7 @@ class KeycloakProvider(Provider):
         return False
 
     # the token endpoint is Keycloak's; ours passes requests through unchanged.
-    def token(self, params: Params, authorization: str | None) -> dict[str, Any]:
+    def token(self, params: Params, authorization: str | None, dpop_proofs: list[str] | None = None) -> dict[str, Any]:
         raise InvalidRequest(f"use the identity provider's token endpoint: {self.oidc}/token")
 
     def passthrough_token(self, params: Params, authorization: str | None) -> tuple[int, dict[str, Any]]:

@@ -16,6 +16,7 @@ from typing import Any
 import jwt
 
 from . import approval as approval_mod
+from . import dpop
 from .backchannel import (
     CIBA_GRANT_TYPE,
     Hint,
@@ -36,6 +37,7 @@ from .errors import (
     AuthorizationPending,
     EnrollmentError,
     ExpiredToken,
+    InvalidDPoPProof,
     InvalidGrant,
     InvalidRequest,
     InvalidUserCode,
@@ -48,6 +50,7 @@ from .errors import (
 from .notify import ApprovalNotice, Notifier
 from .params import Params
 from .rar import TypeRegistry, describe_entry
+from .replay import ReplayCache
 from .security import hash_secret, new_id, sha256_b64url, verify_secret
 from .store.base import BackchannelRequest, CallbackState, Enrollment, RequestStatus, Store, User
 from .tokens import SigningKey, mint_access_token, mint_id_token
@@ -61,6 +64,20 @@ __all__ = ["Provider", "SLOW_DOWN_INCREMENT"]
 SLOW_DOWN_INCREMENT = 5
 # Network jitter allowance when deciding that a poll came too early.
 _POLL_SLACK_MS = 250
+
+
+class _StoreReplay(ReplayCache):
+    """DPoP proof ``jti`` single use in the service's store (shared by every instance that
+    shares the store)."""
+
+    def __init__(self, store: Store, now: Callable[[], int]) -> None:
+        self._store = store
+        self._now = now
+
+    def consume(self, key: str, *, expires_at: int, limit: int = 1) -> bool:
+        if limit != 1:
+            raise ValueError("the store records single use only")
+        return self._store.use_once(f"dpop:{key}", expires_at=expires_at, now=self._now())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -348,7 +365,24 @@ class Provider:
         )
 
     # token endpoint -------------------------------------------------------------------------
-    def token(self, params: Params, authorization: str | None) -> dict[str, Any]:
+    def check_dpop(self, proofs: list[str]) -> str | None:
+        """RFC 9449 5: a DPoP proof at the token endpoint binds the token to its key."""
+        if not proofs:
+            return None
+        if len(proofs) > 1:
+            raise InvalidDPoPProof("more than one DPoP header")
+        try:
+            return dpop.verify_proof(
+                proofs[0],
+                method="POST",
+                url=f"{self.settings.issuer}/token",
+                replay=_StoreReplay(self.store, self.now),
+                now=self.now(),
+            )
+        except dpop.DPoPProofError as exc:
+            raise InvalidDPoPProof(exc.description) from None
+
+    def token(self, params: Params, authorization: str | None, dpop_proofs: list[str] | None = None) -> dict[str, Any]:
         grant_type = params.optional("grant_type")
         if grant_type is None:
             raise InvalidRequest("missing required parameter 'grant_type'")
@@ -356,6 +390,7 @@ class Provider:
             raise UnsupportedGrantType(f"grant_type '{grant_type}' is not supported")
         client = self.authenticate_client(params, authorization)
         check_client_may_use_ciba(client)
+        jkt = self.check_dpop(dpop_proofs or [])
         if client.client.backchannel_token_delivery_mode == "push":
             # CIBA 10.3: a push client receives its tokens at its notification endpoint only.
             raise UnauthorizedClient("this client is registered for push delivery; tokens are pushed")
@@ -367,9 +402,9 @@ class Provider:
             # CIBA 11: the auth_req_id was issued to another client; indistinguishable in
             # wording from unknown would also be fine, but the code is what matters.
             raise InvalidGrant("auth_req_id was not issued to this client")
-        return self._redeem(request, auth_req_id)
+        return self._redeem(request, auth_req_id, jkt)
 
-    def _redeem(self, request: BackchannelRequest, auth_req_id: str) -> dict[str, Any]:
+    def _redeem(self, request: BackchannelRequest, auth_req_id: str, jkt: str | None = None) -> dict[str, Any]:
         now_ms = self.now_ms()
         now = now_ms // 1000
         if request.status is RequestStatus.ISSUED:
@@ -389,9 +424,9 @@ class Provider:
                 raise SlowDown(f"polling too fast; wait at least {interval} seconds between requests")
             self.store.record_poll(request.request_id, now=now_ms, interval=interval)
             raise AuthorizationPending("the user has not yet decided")
-        return self.issue_tokens(request, auth_req_id)
+        return self.issue_tokens(request, auth_req_id, jkt)
 
-    def issue_tokens(self, request: BackchannelRequest, auth_req_id: str) -> dict[str, Any]:
+    def issue_tokens(self, request: BackchannelRequest, auth_req_id: str, jkt: str | None = None) -> dict[str, Any]:
         """Mint the tokens for an approved request (once)."""
         now = self.now()
         receipt = self.store.get_receipt(request.receipt_id or "")
@@ -417,6 +452,7 @@ class Provider:
             auth_time=receipt.created_at,
             now=now,
             lifetime=lifetime,
+            jkt=jkt,
         )
         # A token is issued once per request: the compare-and-set makes a racing second
         # redemption fail even if both passed the status check above.
@@ -436,7 +472,8 @@ class Provider:
         )
         return {
             "access_token": access_token,
-            "token_type": "Bearer",
+            # RFC 9449 5: a key-bound token says so, and must be presented as DPoP.
+            "token_type": "DPoP" if jkt else "Bearer",
             "expires_in": lifetime,
             "id_token": id_token,
             "scope": request.scope,

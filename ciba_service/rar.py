@@ -40,6 +40,10 @@ COMMON_FIELDS: dict[str, str] = {
     "privileges": "array of strings",
 }
 _STRING_ARRAYS = ("locations", "actions", "datatypes", "privileges")
+# Approved plans (see RESOURCE_SERVER.md): how often an entry may be used, and its execution
+# window, enforced by the resource-server verifier. Allowed on every type.
+PLAN_FIELDS = ("max_uses", "not_before", "not_after")
+_MAX_USES_LIMIT = 100
 _MAX_DEPTH = 5
 _MAX_STRING = 512
 
@@ -187,8 +191,9 @@ def _check_entry(
         raise _fail(index, f"'identifier' is required for type '{type_name}'")
     if spec.require_locations and "locations" not in entry:
         raise _fail(index, f"'locations' is required for type '{type_name}'")
+    _check_plan_fields(index, entry)
     for field, value in entry.items():
-        if field in COMMON_FIELDS:
+        if field in COMMON_FIELDS or field in PLAN_FIELDS:
             continue
         kind = spec.fields.get(field)
         if kind is None:
@@ -214,6 +219,22 @@ def _check_entry(
             where = _path(list(error.absolute_path)) or " (entry)"
             raise InvalidAuthorizationDetails(f"authorization_details[{index}]{where}: {error.message}")
     return entry
+
+
+def _check_plan_fields(index: int, entry: Mapping[str, Any]) -> None:
+    uses = entry.get("max_uses")
+    if uses is not None and (not isinstance(uses, int) or isinstance(uses, bool) or not 1 <= uses <= _MAX_USES_LIMIT):
+        raise _fail(index, f"'max_uses' must be an integer from 1 to {_MAX_USES_LIMIT}")
+    window = []
+    for name in ("not_before", "not_after"):
+        value = entry.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise _fail(index, f"'{name}' must be an integer number of seconds since the epoch")
+        window.append(value)
+    if len(window) == 2 and window[0] >= window[1]:
+        raise _fail(index, "'not_before' must be earlier than 'not_after'")
 
 
 def parse_authorization_details(
@@ -279,14 +300,30 @@ def describe_entry(entry: Mapping[str, Any], *, registry: TypeRegistry) -> str:
         "locations": ", ".join(entry.get("locations", [])),
     }
     for key, value in entry.items():
-        if key not in values:
+        if key not in values and key not in PLAN_FIELDS:
             values[key] = _readable(value)
     template = spec.template if spec else "{actions} {identifier}"
     try:
         text = template.format_map(_Defaulting(values))
     except (ValueError, IndexError):
         text = json.dumps(entry, sort_keys=True)
+    # The plan terms are part of what the user approves, so they are said in words too.
+    terms = []
+    if isinstance(entry.get("max_uses"), int):
+        terms.append(f"up to {entry['max_uses']} times")
+    if isinstance(entry.get("not_before"), int):
+        terms.append(f"not before {_utc(entry['not_before'])}")
+    if isinstance(entry.get("not_after"), int):
+        terms.append(f"not after {_utc(entry['not_after'])}")
+    if terms:
+        text += f" ({'; '.join(terms)})"
     return " ".join(text.split())
+
+
+def _utc(epoch: int) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _readable(value: Any) -> str:

@@ -93,8 +93,10 @@ def mint_access_token(
     auth_time: int,
     now: int,
     lifetime: int,
+    jkt: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """An RFC 9068 access token carrying the approved ``authorization_details``."""
+    """An RFC 9068 access token carrying the approved ``authorization_details``; with ``jkt``
+    it is bound to the agent's DPoP key (RFC 9449 6.1, ``cnf.jkt``)."""
     claims: dict[str, Any] = {
         "iss": issuer,
         "sub": subject,
@@ -111,6 +113,8 @@ def mint_access_token(
         "authorization_details": authorization_details,
         "approval": approval,
     }
+    if jkt is not None:
+        claims["cnf"] = {"jkt": jkt}
     return key.sign(claims, typ="at+jwt"), claims
 
 

@@ -181,7 +181,9 @@ def create_app(provider: Provider) -> FastAPI:
         if isinstance(provider, KeycloakProvider):
             status, body = await offload(provider.passthrough_token)(params, request.headers.get("authorization"))
             return JSONResponse(body, status_code=status, headers=_NO_STORE)
-        body = await offload(provider.token)(params, request.headers.get("authorization"))
+        body = await offload(provider.token)(
+            params, request.headers.get("authorization"), request.headers.getlist("dpop")
+        )
         return JSONResponse(body, headers=_NO_STORE)
 
     if isinstance(provider, KeycloakProvider):

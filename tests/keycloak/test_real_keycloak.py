@@ -112,7 +112,7 @@ def alice_passkey(browser_page: Any, admin: KeycloakAdmin) -> str:
     page.fill("#password", kc_harness.ALICE_PASSWORD)
     page.click("#kc-login")
     page.click("#registerWebAuthn")
-    page.wait_for_url(lambda url: url.startswith(f"{KC_ISSUER}/account"), timeout=30_000)
+    page.wait_for_url(lambda url: url.startswith(f"{KC_ISSUER}/account"), timeout=60_000)
     user_id = admin.get_user_id(kc_harness.ALICE)
     assert user_id is not None
     types = [c["type"] for c in admin.get_credentials(user_id)]
