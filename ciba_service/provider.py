@@ -257,24 +257,30 @@ class Provider:
             decode_id_token=self.decode_id_token,
         )
 
-    def decode_id_token(self, token: str) -> dict[str, Any]:
-        if jwt.get_unverified_header(token).get("typ", "JWT") != "JWT":
-            raise jwt.InvalidTokenError("not an ID token")
+    def decode_own(self, token: str, *, typ: str, require: list[str], what: str) -> dict[str, Any]:
+        """A JWT this service signed, of the given ``typ`` (so an ID token never passes as an
+        access token or the reverse). Time claims are left to the caller, who judges them by
+        the service's clock, not the host's."""
+        if jwt.get_unverified_header(token).get("typ", "JWT") != typ:
+            raise jwt.InvalidTokenError(f"not {what}")
         claims: dict[str, Any] = jwt.decode(
             token,
             self.signing_key.private_key.public_key(),
             algorithms=["ES256"],
             issuer=self.settings.issuer,
-            # Any age is fine for a hint (OpenID Connect Core 3.1.2.1); no wall-clock checks.
             options={
                 "verify_exp": False,
                 "verify_iat": False,
                 "verify_nbf": False,
                 "verify_aud": False,
-                "require": ["iss", "sub", "aud"],
+                "require": ["iss", *require],
             },
         )
         return claims
+
+    def decode_id_token(self, token: str) -> dict[str, Any]:
+        # Any age is fine for a hint (OpenID Connect Core 3.1.2.1).
+        return self.decode_own(token, typ="JWT", require=["sub", "aud"], what="an ID token")
 
     def resolve_user(self, hint: Hint | str) -> User:
         if isinstance(hint, str):
@@ -616,19 +622,7 @@ class Provider:
             raise UnauthorizedClient("this client may not introspect tokens")
         token = params.required("token")
         try:
-            claims = jwt.decode(
-                token,
-                self.signing_key.private_key.public_key(),
-                algorithms=["ES256"],
-                issuer=self.settings.issuer,
-                options={
-                    "verify_aud": False,
-                    "verify_exp": False,
-                    "verify_iat": False,
-                    "verify_nbf": False,
-                    "require": ["exp", "jti", "iss"],
-                },
-            )
+            claims = self.decode_own(token, typ="at+jwt", require=["exp", "jti"], what="an access token")
         except jwt.PyJWTError:
             return {"active": False}
         if not isinstance(claims["exp"], int | float) or self.now() >= claims["exp"]:

@@ -7,7 +7,6 @@ Access tokens are RFC 9068 JWTs (``typ: at+jwt``) signed ES256. The key lives on
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from .dpop import jwk_thumbprint, public_jwk
 from .security import b64url_encode, new_id
 
 __all__ = ["ACR_PASSKEY", "AMR_PASSKEY", "SigningKey", "mint_access_token", "mint_id_token"]
@@ -27,22 +27,6 @@ ACR_PASSKEY = "phr"
 # RFC 8176: proof of possession of a key ("pop"), user presence/verification ("user"), and
 # multiple factors ("mfa"; UV adds a knowledge or biometric factor to the device key).
 AMR_PASSKEY = ["pop", "user", "mfa"]
-
-
-def _public_jwk(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
-    numbers = public_key.public_numbers()
-    return {
-        "kty": "EC",
-        "crv": "P-256",
-        "x": b64url_encode(numbers.x.to_bytes(32, "big")),
-        "y": b64url_encode(numbers.y.to_bytes(32, "big")),
-    }
-
-
-def jwk_thumbprint(jwk: dict[str, str]) -> str:
-    """RFC 7638 thumbprint of an EC public JWK."""
-    canonical = json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"), sort_keys=True)
-    return b64url_encode(hashlib.sha256(canonical.encode("ascii")).digest())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,10 +54,10 @@ class SigningKey:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(pem)
-        return cls(private_key=key, kid=jwk_thumbprint(_public_jwk(key.public_key())))
+        return cls(private_key=key, kid=jwk_thumbprint(public_jwk(key.public_key())))
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
-        jwk = _public_jwk(self.private_key.public_key())
+        jwk = public_jwk(self.private_key.public_key())
         return {"keys": [{**jwk, "kid": self.kid, "use": "sig", "alg": "ES256"}]}
 
     def sign(self, claims: dict[str, Any], *, typ: str) -> str:
