@@ -34,7 +34,14 @@ import jwt
 from .backchannel import CIBA_GRANT_TYPE, validate_backchannel_request
 from .client_auth import AuthenticatedClient
 from .config import ClientConfig, Settings
-from .errors import InvalidBindingMessage, InvalidClient, InvalidRequest, TemporarilyUnavailable, UnsupportedGrantType
+from .errors import (
+    InvalidBindingMessage,
+    InvalidClient,
+    InvalidRequest,
+    TemporarilyUnavailable,
+    UnknownUserId,
+    UnsupportedGrantType,
+)
 from .notify import ApprovalNotice, Notifier
 from .params import Params
 from .provider import BackchannelResult, Provider
@@ -74,10 +81,12 @@ _KEYCLOAK_BINDING_MESSAGE = re.compile(r"[a-zA-Z0-9\-._+/!?#]{1,50}")
 class ChannelError(Exception):
     """A refused authentication-channel call; Keycloak sees the status code."""
 
-    def __init__(self, status_code: int, description: str) -> None:
+    def __init__(self, status_code: int, description: str, *, unknown_user: bool = False) -> None:
         super().__init__(description)
         self.status_code = status_code
         self.description = description
+        # The refusal means the user cannot approve: the agent is told unknown_user_id.
+        self.unknown_user = unknown_user
 
 
 def _b64_any(value: str) -> bytes:
@@ -273,6 +282,8 @@ class KeycloakProvider(Provider):
         self.oidc = f"{kc.issuer}/protocol/openid-connect"
         self._jwks = _Jwks(f"{self.oidc}/certs", self.http)
         self._synced: dict[str, float] = {}
+        self._refusals: dict[str, ChannelError] = {}
+        self._lock = threading.Lock()
         self._sleep = sleep
 
     # discovery: Keycloak issues the tokens, so its issuer, token endpoint and keys are named.
@@ -352,8 +363,15 @@ class KeycloakProvider(Provider):
             body: dict[str, Any] = response.json()
         except ValueError:
             body = {}
+        with self._lock:
+            refusal = self._refusals.pop(intent.intent_id, None)
         if response.status_code >= 500 or not isinstance(body, dict) or not body:
             self._discard(intent.intent_id)
+            if refusal is not None and refusal.unknown_user:
+                # The user cannot approve (unknown, disabled, or no passkey in Keycloak).
+                raise UnknownUserId(refusal.description)
+            if refusal is not None:
+                raise InvalidRequest(f"the approval could not start: {refusal.description}")
             raise TemporarilyUnavailable(f"the identity provider failed (HTTP {response.status_code}); retry later")
         if response.status_code != 200:
             self._discard(intent.intent_id)
@@ -438,6 +456,18 @@ class KeycloakProvider(Provider):
         intent_id = body.get(INTENT_PARAMETER)
         if not isinstance(intent_id, str):
             raise ChannelError(400, "the request carries no intent reference; use this service's /bc-authorize")
+        try:
+            return self._bind_channel(claims, body, intent_id)
+        except ChannelError as exc:
+            # Keycloak answers the agent only "503 server_error" when the channel refuses; the
+            # forwarding call (usually in this process) turns this into a precise error.
+            with self._lock:
+                self._refusals[intent_id] = exc
+                while len(self._refusals) > 1000:
+                    self._refusals.pop(next(iter(self._refusals)))
+            raise
+
+    def _bind_channel(self, claims: dict[str, Any], body: Mapping[str, Any], intent_id: str) -> ApprovalNotice:
         intent = self.store.take_intent(intent_id, now=self.now())
         if intent is None:
             raise ChannelError(400, "unknown or expired intent")
@@ -454,11 +484,11 @@ class KeycloakProvider(Provider):
         except httpx.HTTPError as exc:
             raise ChannelError(503, f"admin API unavailable: {type(exc).__name__}") from None
         if user is None or not user.enabled:
-            raise ChannelError(403, "user unknown or disabled")
+            raise ChannelError(403, "user unknown or disabled", unknown_user=True)
         if user.username.lower() != intent.login_hint.lower():
             raise ChannelError(403, "intent was made for another user")
         if not self.store.passkeys_for(user.user_id):
-            raise ChannelError(403, "the user has no passkey registered in Keycloak")
+            raise ChannelError(403, "the user has no passkey registered in Keycloak", unknown_user=True)
         client = self.settings.client(intent.client_id)
         request = BackchannelRequest(
             # The intent id: bc-authorize can then undo this request if Keycloak fails.

@@ -113,9 +113,7 @@ class FakeKeycloak:
         self.forwarded.append(request)
         form = dict(httpx.QueryParams(request.content.decode()))
         auth = request.headers.get("authorization", "")
-        client_id = (
-            base64.b64decode(auth.split(" ")[1]).decode().split(":")[0] if auth else form.get("client_id", "")
-        )
+        client_id = base64.b64decode(auth.split(" ")[1]).decode().split(":")[0] if auth else form.get("client_id", "")
         body = {
             "login_hint": form["login_hint"],
             "scope": form["scope"],
@@ -190,9 +188,7 @@ class KcEnv:
             "authorization_details": json.dumps(ACTION),
         }
         body.update(fields)
-        return self.client.post(
-            "/bc-authorize", data={k: v for k, v in body.items() if v is not None}, auth=AGENT_AUTH
-        )
+        return self.client.post("/bc-authorize", data={k: v for k, v in body.items() if v is not None}, auth=AGENT_AUTH)
 
     def approval_url(self) -> str:
         return self.notifier.notices[-1].approval_url.removeprefix(BASE)
@@ -286,9 +282,7 @@ def test_callback_retried_only_when_it_never_reached_keycloak(kc_env: KcEnv) -> 
     assert request is not None and request.callback_state is CallbackState.SENT
 
 
-@pytest.mark.parametrize(
-    "failure", [httpx.ReadTimeout("no answer"), httpx.Response(500), httpx.Response(400)]
-)
+@pytest.mark.parametrize("failure", [httpx.ReadTimeout("no answer"), httpx.Response(500), httpx.Response(400)])
 def test_ambiguous_or_refused_callback_is_never_resent(kc_env: KcEnv, failure: Any) -> None:
     kc_env.bc_authorize()
     route = kc_env.kc.router.routes["callback"]
@@ -498,9 +492,7 @@ def test_token_endpoint_passes_through(kc_env: KcEnv) -> None:
     kc_env.kc.router.post(f"{OIDC}/token").mock(
         return_value=httpx.Response(400, json={"error": "authorization_pending"})
     )
-    response = kc_env.client.post(
-        "/token", data={"grant_type": CIBA, "auth_req_id": "kc-auth-req-id"}, auth=AGENT_AUTH
-    )
+    response = kc_env.client.post("/token", data={"grant_type": CIBA, "auth_req_id": "kc-auth-req-id"}, auth=AGENT_AUTH)
     assert response.status_code == 400
     assert response.json() == {"error": "authorization_pending"}
     forwarded = kc_env.kc.router.calls.last.request
@@ -508,4 +500,26 @@ def test_token_endpoint_passes_through(kc_env: KcEnv) -> None:
     assert dict(httpx.QueryParams(forwarded.content.decode())) == {
         "grant_type": CIBA,
         "auth_req_id": "kc-auth-req-id",
+    }
+
+
+def test_a_user_without_passkey_gets_a_precise_error_not_a_503(kc_env: KcEnv) -> None:
+    # Keycloak itself would only say "503 server_error" when the channel refuses.
+    kc_env.kc.credentials.clear()
+    response = kc_env.bc_authorize()
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "unknown_user_id",
+        "error_description": "the user has no passkey registered in Keycloak",
+    }
+    assert kc_env.provider.store._db.execute("SELECT COUNT(*) FROM intents").fetchone()[0] == 0
+
+
+def test_a_refused_binding_gets_invalid_request(kc_env: KcEnv) -> None:
+    kc_env.kc.azp_override = "another-agent"
+    response = kc_env.bc_authorize()
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_request",
+        "error_description": "the approval could not start: intent belongs to another client",
     }
