@@ -269,7 +269,9 @@ def check_binding_message(params: Params, *, max_length: int) -> str | None:
         raise InvalidBindingMessage(f"binding_message is longer than {max_length} characters")
     for char in message:
         if is_unsafe_char(char):
-            raise InvalidBindingMessage(f"binding_message contains a control or format character (U+{ord(char):04X})")
+            raise InvalidBindingMessage(
+                f"binding_message contains a control, format or unusual space character (U+{ord(char):04X})"
+            )
     if not message.strip():
         raise InvalidBindingMessage("binding_message is blank")
     if message != message.strip():

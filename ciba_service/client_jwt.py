@@ -112,6 +112,9 @@ def verify_client_jwt(
         raise ClientJwtError(f"{what} is signed by an unregistered key")
     if key.algorithm_name != alg and not (key.key_type == "RSA" and alg == "PS256"):
         raise ClientJwtError(f"{what} algorithm does not match the registered key")
+    if key.key_type == "RSA" and key.algorithm_name != alg:
+        # An RSA JWK without "alg" defaults to RS256 in PyJWT; PS256 uses the same key material.
+        key = jwt.PyJWK(dict(key._jwk_data, alg=alg))
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -158,6 +161,9 @@ def verify_client_jwt(
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise ClientJwtError(f"{what} lacks the 'jti' claim")
-        if not use_once(jti, int(exp if exp is not None else now + max_lifetime)):
+        # Remembered until the JWT can no longer pass (exp plus the leeway above): forgetting
+        # it at exp would reopen a replay window of `leeway` seconds.
+        until = math.ceil(exp if exp is not None else now + max_lifetime) + leeway + 1
+        if not use_once(jti, until):
             raise ClientJwtError(f"{what} 'jti' has been used before")
     return claims

@@ -35,6 +35,7 @@ from .backchannel import CIBA_GRANT_TYPE, validate_backchannel_request
 from .client_auth import AuthenticatedClient
 from .config import ClientConfig, Settings
 from .errors import (
+    AssertionRejected,
     InvalidBindingMessage,
     InvalidClient,
     InvalidRequest,
@@ -424,10 +425,10 @@ class KeycloakProvider(Provider):
         claims["_raw"] = token
         return claims
 
-    def sync_user(self, user_id: str) -> User | None:
+    def sync_user(self, user_id: str, *, force: bool = False) -> User | None:
         """Mirror a Keycloak user and their passkeys into the local store (short TTL)."""
         now = self._clock()
-        if now - self._synced.get(user_id, -1e18) < self.kc.user_cache_ttl:
+        if not force and now - self._synced.get(user_id, -1e18) < self.kc.user_cache_ttl:
             return self.store.get_user(user_id)
         representation = self.admin.get_user(user_id)
         if representation is None:
@@ -443,10 +444,13 @@ class KeycloakProvider(Provider):
             created_at=int(representation.get("createdTimestamp", 0)) // 1000,
         )
         self.store.upsert_user(user)
-        for credential in self.admin.get_credentials(user_id):
-            passkey = passkey_from_keycloak(credential, user_id=user_id)
-            if passkey is not None:
-                self.store.upsert_passkey(passkey)
+        passkeys = [
+            p
+            for p in (passkey_from_keycloak(c, user_id=user_id) for c in self.admin.get_credentials(user_id))
+            if p is not None
+        ]
+        # Exactly Keycloak's set: a passkey deleted there (lost device) stops approving here.
+        self.store.replace_passkeys(user_id, passkeys)
         self._synced[user_id] = now
         return user
 
@@ -511,6 +515,17 @@ class KeycloakProvider(Provider):
         )
         self.store.add_request(request)
         return self.notice_for(request, user)
+
+    def approve(self, approval_id: str, credential: dict[str, Any]) -> dict[str, Any]:
+        """Re-read the user and passkeys from Keycloak first (no cache): a user disabled or a
+        passkey deleted in Keycloak since the request started must not approve."""
+        request = self.store.find_request_by_approval_id(approval_id)
+        if request is not None:
+            try:
+                self.sync_user(request.user_id, force=True)
+            except httpx.HTTPError:
+                raise AssertionRejected("cannot confirm the passkey with Keycloak right now; try again") from None
+        return super().approve(approval_id, credential)
 
     # 3. the decision callback ------------------------------------------------------------------
     def after_decision(self, request_id: str) -> None:

@@ -9,6 +9,7 @@ type or authorization details not conforming to the respective type definition".
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -124,6 +125,9 @@ def _path(parts: Sequence[Any]) -> str:
 
 
 def _depth(value: Any, level: int = 0) -> int:
+    # Stops descending past the limit, so hostile nesting cannot exhaust the stack.
+    if level > _MAX_DEPTH:
+        return level
     if isinstance(value, dict):
         return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
     if isinstance(value, list):
@@ -266,17 +270,20 @@ def parse_authorization_details(
 
 
 def is_unsafe_char(char: str) -> bool:
-    """Control, format (bidi overrides, zero-width) and line/paragraph separators: text with
-    them can be displayed differently from what it says, so shown-and-signed text refuses them."""
+    """Control, format (bidi overrides, zero-width), line/paragraph separators and any space
+    other than U+0020 (NBSP, ideographic space): text with them can look different from what it
+    says, so shown-and-signed text refuses them."""
     category = unicodedata.category(char)
-    return category[0] == "C" or category in ("Zl", "Zp")
+    return category[0] == "C" or category in ("Zl", "Zp") or (category == "Zs" and char != " ")
 
 
 def _check_text(index: int, field: str, value: Any) -> None:
     if isinstance(value, str):
         for char in value:
             if is_unsafe_char(char):
-                raise _fail(index, f"'{field}' contains a control or format character (U+{ord(char):04X})")
+                raise _fail(
+                    index, f"'{field}' contains a control, format or unusual space character (U+{ord(char):04X})"
+                )
     elif isinstance(value, list):
         for item in value:
             _check_text(index, field, item)
@@ -307,6 +314,12 @@ def describe_entry(entry: Mapping[str, Any], *, registry: TypeRegistry) -> str:
         text = template.format_map(_Defaulting(values))
     except (ValueError, IndexError):
         text = json.dumps(entry, sort_keys=True)
+    # Everything the user approves is said in words: fields the template does not mention
+    # (locations, privileges, an IBAN, ...) are listed after it, never silently dropped.
+    mentioned = set(re.findall(r"{(\w+)", template)) | {"type"} | set(PLAN_FIELDS)
+    extra = [f"{k}={_readable(v)}" for k, v in entry.items() if k not in mentioned]
+    if extra:
+        text += f" (also: {'; '.join(extra)})"
     # The plan terms are part of what the user approves, so they are said in words too.
     terms = []
     if isinstance(entry.get("max_uses"), int):

@@ -116,9 +116,7 @@ class Env:
         request = self.request_for(auth_req_id)
         view = self.client.get(f"/approve/{request.approval_id}/details").json()
         credential = self.authenticator.get(view["publicKey"], origin=BASE)
-        response = self.client.post(
-            f"/approve/{request.approval_id}/approve", json={"credential": credential}
-        )
+        response = self.client.post(f"/approve/{request.approval_id}/approve", json={"credential": credential})
         assert response.status_code == 200, response.text
         result: dict[str, Any] = response.json()
         return result
@@ -128,9 +126,7 @@ def enroll(provider: Provider, client: TestClient, username: str, authenticator:
     _, link = provider.add_user(username=username)
     token = link.rsplit("/", 1)[1]
     options = client.post(f"/enroll/{token}/options", json={}).json()
-    response = client.post(
-        f"/enroll/{token}/complete", json={"credential": authenticator.create(options, origin=BASE)}
-    )
+    response = client.post(f"/enroll/{token}/complete", json={"credential": authenticator.create(options, origin=BASE)})
     assert response.status_code == 200, response.text
 
 

@@ -226,7 +226,9 @@ def test_approval_page_details(env: Env) -> None:
     assert view["client_name"] == "Agent One"
     assert view["username"] == "alice"
     assert view["binding_message"] == "BM-1"
-    assert view["entries"] == [{"text": "update IAM policy policy-42", "detail": ACTION[0]}]
+    assert view["entries"] == [
+        {"text": "update IAM policy policy-42 (also: locations=https://iam.example.test/)", "detail": ACTION[0]}
+    ]
     assert view["expires_at"] == request.expires_at
     options = view["publicKey"]
     assert options["rpId"] == "localhost"
@@ -737,3 +739,23 @@ def test_registering_an_existing_credential_id_is_refused(env: Env, monkeypatch:
         f"/enroll/{token}/complete", json={"credential": SoftAuthenticator().create(options, origin=BASE)}
     )
     assert good.status_code == 200, good.text
+
+
+def test_oversized_and_deeply_nested_bodies_are_refused_not_crashing(env: Env) -> None:
+    auth_req_id = env.bc_authorize().json()["auth_req_id"]
+    approval_id = env.request_for(auth_req_id).approval_id
+    deep = env.client.post(
+        f"/approve/{approval_id}/approve",
+        content=b"[" * 20_000 + b"]" * 20_000,
+        headers={"Content-Type": "application/json"},
+    )
+    assert deep.status_code == 400
+    assert deep.json() == {"error": "approval_error", "error_description": "request body is not JSON"}
+    big = env.client.post(
+        f"/approve/{approval_id}/approve", content=b" " * 70_000, headers={"Content-Type": "application/json"}
+    )
+    assert big.json() == {"error": "approval_error", "error_description": "request body too large"}
+    form = env.client.post(
+        "/bc-authorize", content=b"a=" + b"x" * 70_000, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert form.json() == {"error": "invalid_request", "error_description": "request body too large"}

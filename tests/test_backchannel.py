@@ -327,19 +327,19 @@ def test_user_without_passkey(env: Env) -> None:
     ("message", "description"),
     [
         ("x" * 65, "binding_message is longer than 64 characters"),
-        ("BM\x07", "binding_message contains a control or format character (U+0007)"),
-        ("BM\n1", "binding_message contains a control or format character (U+000A)"),
-        ("\tBM", "binding_message contains a control or format character (U+0009)"),
-        ("BM\x7f", "binding_message contains a control or format character (U+007F)"),
-        ("pay \u202e01$", "binding_message contains a control or format character (U+202E)"),
-        ("B\u200bM", "binding_message contains a control or format character (U+200B)"),
-        ("BM\u2028", "binding_message contains a control or format character (U+2028)"),
-        ("BM\ufeff", "binding_message contains a control or format character (U+FEFF)"),
+        ("BM\x07", "binding_message contains a control, format or unusual space character (U+0007)"),
+        ("BM\n1", "binding_message contains a control, format or unusual space character (U+000A)"),
+        ("\tBM", "binding_message contains a control, format or unusual space character (U+0009)"),
+        ("BM\x7f", "binding_message contains a control, format or unusual space character (U+007F)"),
+        ("pay \u202e01$", "binding_message contains a control, format or unusual space character (U+202E)"),
+        ("B\u200bM", "binding_message contains a control, format or unusual space character (U+200B)"),
+        ("BM\u2028", "binding_message contains a control, format or unusual space character (U+2028)"),
+        ("BM\ufeff", "binding_message contains a control, format or unusual space character (U+FEFF)"),
         ("   ", "binding_message is blank"),
-        ("\u00a0", "binding_message is blank"),
+        ("\u00a0", "binding_message contains a control, format or unusual space character (U+00A0)"),
         (" BM-1", "binding_message has leading or trailing whitespace"),
         ("BM-1 ", "binding_message has leading or trailing whitespace"),
-        ("BM-1\u3000", "binding_message has leading or trailing whitespace"),
+        ("BM-1\u3000", "binding_message contains a control, format or unusual space character (U+3000)"),
     ],
     ids=[
         "too-long",
@@ -548,7 +548,7 @@ def test_notice_carries_approval_url_not_auth_req_id(env: Env) -> None:
     assert notice.client_id == AGENT_ID
     assert notice.client_name == "Agent One"
     assert notice.binding_message == "BM-1"
-    assert notice.actions == ["update IAM policy policy-42"]
+    assert notice.actions == ["update IAM policy policy-42 (also: locations=https://iam.example.test/)"]
     assert notice.expires_at == request.expires_at
     # Only the hash of the auth_req_id is stored: a leaked database holds no redeemable id.
     assert request.auth_req_id_hash == sha256_b64url(auth_req_id)
@@ -791,5 +791,5 @@ def test_signed_request_invalid_content_is_validated_like_form_parameters(keyed:
     assert_oauth_error(
         keyed.post({"request": token}),
         error="invalid_binding_message",
-        description="binding_message contains a control or format character (U+202E)",
+        description="binding_message contains a control, format or unusual space character (U+202E)",
     )

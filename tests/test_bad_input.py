@@ -465,7 +465,7 @@ def control(char: str) -> Case:
     return bad(
         f"binding_message-U+{ord(char):04X}",
         lambda w: w.bc(binding_message=f"BM{char}1"),
-        f"binding_message contains a control or format character (U+{ord(char):04X})",
+        f"binding_message contains a control, format or unusual space character (U+{ord(char):04X})",
         error="invalid_binding_message",
     )
 
@@ -883,7 +883,7 @@ CASES: list[Case] = [
     bad(
         "binding_message-lone-surrogate-in-request-object",
         lambda w: w.signed(binding_message="BM\ud8001"),
-        "binding_message contains a control or format character (U+D800)",
+        "binding_message contains a control, format or unusual space character (U+D800)",
         error="invalid_binding_message",
     ),
     *(
@@ -895,10 +895,18 @@ CASES: list[Case] = [
         )
         for name, message, description in [
             ("blank", "   ", "binding_message is blank"),
-            ("no-break-spaces-only", "\u00a0\u00a0", "binding_message is blank"),
+            (
+                "no-break-spaces-only",
+                "\u00a0\u00a0",
+                "binding_message contains a control, format or unusual space character (U+00A0)",
+            ),
             ("leading-space", " BM-1", "binding_message has leading or trailing whitespace"),
             ("trailing-space", "BM-1 ", "binding_message has leading or trailing whitespace"),
-            ("trailing-no-break-space", "BM-1\u00a0", "binding_message has leading or trailing whitespace"),
+            (
+                "trailing-no-break-space",
+                "BM-1\u00a0",
+                "binding_message contains a control, format or unusual space character (U+00A0)",
+            ),
         ]
     ),
     # requested_expiry (CIBA 7.1: a positive integer; FAPI-CIBA: may be a numeric string)
@@ -999,27 +1007,27 @@ CASES: list[Case] = [
     rar(
         "rar-lone-surrogate",
         '[{"type": "iam_policy", "actions": ["update"], "identifier": "policy-\\ud800"}]',
-        "authorization_details[0]: 'identifier' contains a control or format character (U+D800)",
+        "authorization_details[0]: 'identifier' contains a control, format or unusual space character (U+D800)",
     ),
     rar(
         "rar-bidi-override-in-identifier",
         entry(identifier="policy-\u202e24"),
-        "authorization_details[0]: 'identifier' contains a control or format character (U+202E)",
+        "authorization_details[0]: 'identifier' contains a control, format or unusual space character (U+202E)",
     ),
     rar(
         "rar-zero-width-space-in-location",
         entry(locations=["https://iam.example.test/\u200b"]),
-        "authorization_details[0]: 'locations' contains a control or format character (U+200B)",
+        "authorization_details[0]: 'locations' contains a control, format or unusual space character (U+200B)",
     ),
     rar(
         "rar-control-character-in-nested-key",
         payment(creditorAccount={"iban": "DE02100100109307118603", "no\u0007te": "x"}),
-        "authorization_details[0]: 'creditorAccount' contains a control or format character (U+0007)",
+        "authorization_details[0]: 'creditorAccount' contains a control, format or unusual space character (U+0007)",
     ),
     rar(
         "rar-line-separator-in-creditorName",
         payment(creditorName="Merchant\u2028A"),
-        "authorization_details[0]: 'creditorName' contains a control or format character (U+2028)",
+        "authorization_details[0]: 'creditorName' contains a control, format or unusual space character (U+2028)",
     ),
     ok("rar-non-ascii-text", lambda w: w.bc(authorization_details=payment(creditorName="Bäckerei Müller ✅"))),
     rar("rar-entry-not-object", ["iam_policy"], "authorization_details[0]: must be a JSON object"),

@@ -21,9 +21,7 @@ from ciba_service.softauthn import SoftAuthenticator
 CLI = [sys.executable, "-m", "ciba_service"]
 
 
-def run(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, *args],
         capture_output=True,
@@ -146,3 +144,22 @@ def test_serve_users_add_and_agent_request(served) -> None:  # type: ignore[no-u
     assert '"authorization_details"' in err  # --show-claims
     users = run("users", "list", "--config", str(config))
     assert "carol" in users.stdout and "passkeys=1" in users.stdout
+
+
+def test_access_log_redacts_enrollment_tokens_and_approval_ids() -> None:
+    import logging
+
+    from ciba_service.web.app import RedactLinkSecrets
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        "",
+        0,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/enroll/SECRET-TOKEN/details", "1.1", 200),
+        None,
+    )
+    RedactLinkSecrets().filter(record)
+    assert "SECRET-TOKEN" not in record.getMessage()
+    assert "/enroll/[redacted]/details" in record.getMessage()

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import httpx
+import jwt
 import pytest
 from fastapi.testclient import TestClient
 
@@ -322,3 +323,37 @@ def test_special_characters_not_urlencoded_in_basic_fail(special: tuple[TestClie
         description="client authentication failed",
         basic_challenge=True,
     )
+
+
+def test_a_used_assertion_jti_is_remembered_past_exp_plus_leeway() -> None:
+    """The jti must be remembered as long as the assertion can pass (exp + leeway), or a
+    captured assertion could be replayed in that window."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ciba_service.client_jwt import ClientJwtError, verify_client_jwt
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    seen: dict[str, int] = {}
+
+    def use_once(jti: str, until: int) -> bool:
+        if jti in seen and seen[jti] > now:
+            return False
+        seen[jti] = until
+        return True
+
+    now = 1_000
+    token = jwt.encode(
+        {"iss": "c", "sub": "c", "aud": "https://op", "exp": now + 60, "jti": "j1", "iat": now}, key, algorithm="ES256"
+    )
+    kwargs = {
+        "jwks": {"keys": [jwk]},
+        "audiences": ["https://op"],
+        "max_lifetime": 300,
+        "required": ("exp", "jti"),
+        "use_once": use_once,
+    }
+    verify_client_jwt(token, now=now, **kwargs)  # type: ignore[arg-type]
+    now = 1_063  # after exp, within the 5 s leeway: the JWT would still pass
+    with pytest.raises(ClientJwtError, match="'jti' has been used before"):
+        verify_client_jwt(token, now=now, **kwargs)  # type: ignore[arg-type]

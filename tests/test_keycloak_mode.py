@@ -235,7 +235,7 @@ def test_forward_carries_intent_not_authorization_details(kc_env: KcEnv) -> None
     [channel] = kc_env.kc.channel_calls
     assert channel.status_code == 201
     [notice] = kc_env.notifier.notices
-    assert notice.actions == ["update IAM policy policy-42"]
+    assert notice.actions == ["update IAM policy policy-42 (also: locations=https://iam.example.test/)"]
 
 
 def test_approval_sends_one_succeed_callback_with_the_action(kc_env: KcEnv) -> None:
@@ -523,3 +523,30 @@ def test_a_refused_binding_gets_invalid_request(kc_env: KcEnv) -> None:
         "error": "invalid_request",
         "error_description": "the approval could not start: intent belongs to another client",
     }
+
+
+def test_a_passkey_deleted_in_keycloak_stops_approving_at_once(kc_env: KcEnv) -> None:
+    kc_env.bc_authorize()
+    kc_env.kc.credentials.clear()  # the admin removes the lost device's passkey in Keycloak
+    response = kc_env.approve()
+    assert response.status_code == 400
+    assert response.json()["error_description"] == "credential is not a passkey of the requested user"
+    assert kc_env.kc.callbacks == []
+
+
+def test_approval_is_refused_when_keycloak_cannot_confirm_the_passkey(kc_env: KcEnv) -> None:
+    kc_env.bc_authorize()
+    kc_env.kc.router.get(f"{ADMIN}/users/{USER_ID}").mock(side_effect=httpx.ConnectError("down"))
+    response = kc_env.approve()
+    assert response.status_code == 400
+    assert response.json()["error_description"] == "cannot confirm the passkey with Keycloak right now; try again"
+
+
+def test_oversized_or_deeply_nested_channel_bodies_are_refused(kc_env: KcEnv) -> None:
+    big = kc_env.client.post(
+        "/keycloak/auth-channel", content=b"{" + b" " * 20_000 + b"}", headers={"Content-Type": "application/json"}
+    )
+    deep = kc_env.client.post(
+        "/keycloak/auth-channel", content=b"[" * 100_000 + b"]" * 100_000, headers={"Content-Type": "application/json"}
+    )
+    assert big.status_code == 400 and deep.status_code == 400

@@ -521,7 +521,9 @@ def test_values_without_canonical_json_form_are_refused(raw: str) -> None:
 def test_lone_surrogates_are_refused_as_unsafe_characters() -> None:
     # A lone surrogate has no RFC 8785 form either; the character check names it first.
     raw = '[{"type": "key_rotation", "actions": ["rotate"], "identifier": "svc-\\ud800"}]'
-    assert_invalid(raw, "authorization_details[0]: 'identifier' contains a control or format character (U+D800)")
+    assert_invalid(
+        raw, "authorization_details[0]: 'identifier' contains a control, format or unusual space character (U+D800)"
+    )
 
 
 # Product bug: the approval page shows every entry "in plain words" (describe_entry) and its
@@ -534,19 +536,19 @@ def test_lone_surrogates_are_refused_as_unsafe_characters() -> None:
     [
         (
             {**IAM, "identifier": "policy-\u202e24"},
-            "authorization_details[0]: 'identifier' contains a control or format character (U+202E)",
+            "authorization_details[0]: 'identifier' contains a control, format or unusual space character (U+202E)",
         ),
         (
             {**IAM, "identifier": "policy\u200b-42"},
-            "authorization_details[0]: 'identifier' contains a control or format character (U+200B)",
+            "authorization_details[0]: 'identifier' contains a control, format or unusual space character (U+200B)",
         ),
         (
             {**IAM, "identifier": "policy-42\nand delete all"},
-            "authorization_details[0]: 'identifier' contains a control or format character (U+000A)",
+            "authorization_details[0]: 'identifier' contains a control, format or unusual space character (U+000A)",
         ),
         (
             {**PAYMENT, "creditorName": "Merchant \u202eA"},
-            "authorization_details[0]: 'creditorName' contains a control or format character (U+202E)",
+            "authorization_details[0]: 'creditorName' contains a control, format or unusual space character (U+202E)",
         ),
     ],
     ids=["identifier-bidi", "identifier-zero-width", "identifier-newline", "creditorName-bidi"],
@@ -608,14 +610,17 @@ def test_endpoint_refuses_overflowing_number(env: Env) -> None:
 @pytest.mark.parametrize(
     ("entry", "text"),
     [
-        (IAM, "update IAM policy policy-42"),
-        ({**IAM, "actions": ["read", "update", "delete"]}, "read, update, delete IAM policy policy-42"),
+        (IAM, "update IAM policy policy-42 (also: locations=https://iam.example.test/)"),
+        (
+            {**IAM, "actions": ["read", "update", "delete"]},
+            "read, update, delete IAM policy policy-42 (also: locations=https://iam.example.test/)",
+        ),
         (KEY, "rotate the key of svc-api"),
-        (PAYMENT, "initiate payment of 12.50 EUR to Merchant A"),
+        (PAYMENT, "initiate payment of 12.50 EUR to Merchant A (also: creditorAccount=iban=DE02100100109307118603)"),
         ({"type": "payment_initiation", "actions": ["initiate"]}, "initiate payment of ? to ?"),
         (
             {**PAYMENT, "instructedAmount": {"value": 3, "unit": "BTC"}},
-            "initiate payment of value=3, unit=BTC to Merchant A",
+            "initiate payment of value=3, unit=BTC to Merchant A (also: creditorAccount=iban=DE02100100109307118603)",
         ),
         ({"type": "not_registered", "actions": ["x"], "identifier": "y"}, "x y"),
     ],

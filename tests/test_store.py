@@ -48,9 +48,7 @@ def test_sign_count_compare_and_set(tmp_path: Path, env: Env) -> None:
     assert user is not None
     [passkey] = store.passkeys_for(user.user_id)
     assert store.update_sign_count(passkey.credential_id, old=passkey.sign_count, new=passkey.sign_count + 5)
-    assert not store.update_sign_count(
-        passkey.credential_id, old=passkey.sign_count, new=passkey.sign_count + 6
-    )
+    assert not store.update_sign_count(passkey.credential_id, old=passkey.sign_count, new=passkey.sign_count + 6)
 
 
 def test_memory_store_schema_is_created() -> None:

@@ -253,6 +253,12 @@ class Store(ABC):
         IdP copy must not reopen the window for a cloned authenticator)."""
 
     @abstractmethod
+    def replace_passkeys(self, user_id: str, passkeys: list[Passkey]) -> None:
+        """Make the user's mirrored passkeys exactly ``passkeys`` (upserted, counters never
+        lowered); any other passkey of the user is deleted: a credential revoked at the IdP
+        must stop approving at once."""
+
+    @abstractmethod
     def add_intent(self, intent: Intent) -> None: ...
 
     @abstractmethod

@@ -436,6 +436,25 @@ class SQLiteStore(Store):
             ),
         )
 
+    def replace_passkeys(self, user_id: str, passkeys: list[Passkey]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                keep = [p.credential_id for p in passkeys]
+                marks = ",".join("?" * len(keep))
+                self._db.execute(
+                    f"DELETE FROM passkeys WHERE user_id = ? AND credential_id NOT IN ({marks})"  # noqa: S608 - placeholders only
+                    if keep
+                    else "DELETE FROM passkeys WHERE user_id = ?",
+                    (user_id, *keep),
+                )
+                for passkey in passkeys:
+                    self.upsert_passkey(passkey)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
     def add_intent(self, intent: Intent) -> None:
         self._exec(
             "INSERT INTO intents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -36,19 +37,41 @@ _PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 _MAX_FORM_BYTES = 64 * 1024
+_MAX_CHANNEL_BYTES = 16 * 1024
 
 
 def _static(name: str) -> str:
     return resources.files("ciba_service.web").joinpath("static", name).read_text("utf-8")
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it passes ``limit`` bytes: an unauthenticated caller must
+    not make the server hold an arbitrarily large body in memory."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def form_params(request: Request) -> Params:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise InvalidRequest("the request body must be application/x-www-form-urlencoded")
-    body = await request.body()
-    if len(body) > _MAX_FORM_BYTES:
-        raise InvalidRequest("request body too large")
+    try:
+        body = await read_limited(request, _MAX_FORM_BYTES)
+    except BodyTooLarge:
+        raise InvalidRequest("request body too large") from None
     from urllib.parse import parse_qsl
 
     try:
@@ -63,12 +86,13 @@ async def json_body(request: Request) -> dict[str, Any]:
     # Requiring JSON forces a CORS preflight, so another site cannot POST here from a form.
     if content_type != "application/json":
         raise ApprovalError("the request body must be application/json")
-    body = await request.body()
-    if len(body) > _MAX_FORM_BYTES:
-        raise ApprovalError("request body too large")
+    try:
+        body = await read_limited(request, _MAX_FORM_BYTES)
+    except BodyTooLarge:
+        raise ApprovalError("request body too large") from None
     try:
         value = json.loads(body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ApprovalError("request body is not JSON") from None
     if not isinstance(value, dict):
         raise ApprovalError("request body must be a JSON object")
@@ -88,10 +112,10 @@ def _keycloak_routes(
     async def auth_channel(request: Request, tasks: BackgroundTasks) -> Response:
         """Keycloak's CIBA HTTP authentication channel (``ciba-http-auth-channel``)."""
         try:
-            body = json.loads(await request.body())
+            body = json.loads(await read_limited(request, _MAX_CHANNEL_BYTES))
             if not isinstance(body, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, RecursionError, BodyTooLarge):
             return JSONResponse(
                 {"error": "invalid_request", "error_description": "body must be a JSON object"},
                 status_code=400,
@@ -131,6 +155,26 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             task.cancel()
 
 
+_SECRET_PATH = re.compile(r"^/(enroll|approve)/[^/?]+")
+
+
+class RedactLinkSecrets(logging.Filter):
+    """Access logs must not hold live enrollment tokens or approval ids: whoever reads the log
+    could register a passkey for the user, or deny the user's requests."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], _SECRET_PATH.sub(r"/\1/[redacted]", args[2]), *args[3:])
+        return True
+
+
+def _install_log_redaction() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactLinkSecrets) for f in access.filters):
+        access.addFilter(RedactLinkSecrets())
+
+
 def create_app(provider: Provider) -> FastAPI:
     app = FastAPI(
         title="ciba-service",
@@ -139,6 +183,7 @@ def create_app(provider: Provider) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.provider = provider
+    _install_log_redaction()
 
     @app.exception_handler(OAuthError)
     async def _oauth_error(_: Request, exc: Exception) -> Response:
