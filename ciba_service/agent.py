@@ -208,20 +208,23 @@ class NotificationInbox:
     in constant time: anyone else posting to the endpoint is ignored with 401.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, path: str = "/cb") -> None:
+        self.path = path  # where the app listens, e.g. "/ciba/cb" for https://agent/ciba/cb
         self._tokens: dict[str, str] = {}
         self._received: dict[str, dict[str, Any]] = {}
         self._cond = threading.Condition()
         self.app = self._build()
 
     def expect(self, client_notification_token: str) -> None:
+        """Register the bearer sent as client_notification_token with a request (before
+        sending it): notifications carrying any other bearer are refused with 401."""
         with self._cond:
             self._tokens[client_notification_token] = ""
 
     def _build(self) -> FastAPI:
         app = FastAPI()
 
-        @app.post("/cb")
+        @app.post(self.path)
         async def receive(request: Request) -> Response:
             scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
             with self._cond:

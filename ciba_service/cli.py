@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.text import Text
 
 from .config import Settings, load_settings
+from .provider import Provider
 from .security import hash_secret, new_id
 
 __all__ = ["app", "main"]
@@ -37,6 +38,16 @@ ConfigOption = Annotated[
 err = Console(stderr=True)
 
 
+def _provider(config: Path | None) -> Provider:
+    from .service import build_provider
+
+    try:
+        return build_provider(_settings(config))
+    except ValueError as exc:
+        err.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
 def _settings(config: Path | None) -> Settings:
     try:
         return load_settings(config)
@@ -52,13 +63,27 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Run the service (embedded mode unless configured otherwise)."""
+    from urllib.parse import urlsplit
+
     import uvicorn
 
     from .service import build_app
 
     settings = _settings(config)
     err.print(f"ciba-service {settings.mode} mode, issuer {settings.issuer}, data in {settings.data_dir}")
-    uvicorn.run(build_app(settings), host=host, port=port, log_level="info")
+    public = urlsplit(settings.public_base_url)
+    public_port = public.port or {"http": 80, "https": 443}.get(public.scheme)
+    if public.hostname in ("localhost", "127.0.0.1") and public_port != port:
+        # Links, discovery and the WebAuthn origin all come from the configured URL.
+        err.print(f"[yellow]warning:[/] the issuer/public URL says port {public_port} but this listens on {port}")
+    if not settings.clients and settings.mode == "embedded":
+        err.print("[yellow]warning:[/] no clients are configured: no agent can authenticate")
+    try:
+        app_ = build_app(settings)
+    except ValueError as exc:
+        err.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
+    uvicorn.run(app_, host=host, port=port, log_level="info")
 
 
 @users_app.command("add")
@@ -69,9 +94,8 @@ def users_add(
 ) -> None:
     """Create a user and print a one-time passkey enrollment link."""
     from .errors import ApprovalError
-    from .service import build_provider
 
-    provider = build_provider(_settings(config))
+    provider = _provider(config)
     try:
         _, link = provider.add_user(username=name, display_name=display_name)
     except ApprovalError as exc:
@@ -83,9 +107,8 @@ def users_add(
 @users_app.command("enroll-link")
 def users_enroll_link(name: str, config: ConfigOption = None) -> None:
     """Print a new one-time enrollment link for an existing user (another passkey)."""
-    from .service import build_provider
 
-    provider = build_provider(_settings(config))
+    provider = _provider(config)
     user = provider.store.find_user(name)
     if user is None:
         err.print(f"[red]no user {name!r}[/]")
@@ -100,9 +123,8 @@ def users_set_user_code(
     clear: Annotated[bool, typer.Option("--clear", help="Remove the user's code.")] = False,
 ) -> None:
     """Set (prompted, hidden) or clear the CIBA user_code a user gives to agents."""
-    from .service import build_provider
 
-    provider = build_provider(_settings(config))
+    provider = _provider(config)
     user = provider.store.find_user(name)
     if user is None:
         err.print(f"[red]no user {name!r}[/]")
@@ -115,9 +137,8 @@ def users_set_user_code(
 @users_app.command("list")
 def users_list(config: ConfigOption = None) -> None:
     """List users and how many passkeys each has."""
-    from .service import build_provider
 
-    provider = build_provider(_settings(config))
+    provider = _provider(config)
     for user in provider.store.list_users():
         count = len(provider.store.passkeys_for(user.user_id))
         typer.echo(f"{user.username}\t{user.user_id}\tpasskeys={count}\tenabled={user.enabled}")
@@ -193,6 +214,7 @@ def agent_request(
     finally:
         agent.close()
     typer.echo(token["access_token"])
+    err.print(f"token_type {token.get('token_type')}, expires_in {token.get('expires_in')} s")
     if show_claims:
         claims = jwt.decode(token["access_token"], options={"verify_signature": False})
         err.print_json(json.dumps(claims))
@@ -202,9 +224,8 @@ def agent_request(
 def receipts_verify(receipt_id: str, config: ConfigOption = None) -> None:
     """Re-verify a stored approval receipt (signature over the recorded preimage)."""
     from .errors import ApprovalError
-    from .service import build_provider
 
-    provider = build_provider(_settings(config))
+    provider = _provider(config)
     try:
         result = provider.verify_receipt(receipt_id)
     except ApprovalError as exc:

@@ -151,6 +151,8 @@ class Settings(BaseSettings):
     webhook_timeout: float = 5.0
     clients: list[ClientConfig] = Field(default_factory=list)
     authorization_details_types: dict[str, AuthorizationDetailsTypeConfig] = Field(default_factory=dict)
+    # Configured types are added to (or replace, by name) the built-in ones unless this is false.
+    include_default_types: bool = True
     keycloak: KeycloakConfig = Field(default_factory=KeycloakConfig)
     # SPIFFE: the trust bundle (a JWKS document, as SPIFFE bundle endpoints serve it) that
     # JWT-SVID client assertions must be signed with, and its trust domain.
@@ -199,6 +201,12 @@ class Settings(BaseSettings):
         if self.notifier == "webhook" and not self.webhook_url:
             raise ValueError("notifier = 'webhook' needs webhook_url")
         for client in self.clients:
+            if client.token_endpoint_auth_method == "spiffe_jwt" and not (
+                self.spiffe_bundle_path and self.spiffe_trust_domain
+            ):
+                raise ValueError(
+                    f"client {client.client_id} uses spiffe_jwt: set spiffe_trust_domain and spiffe_bundle_path"
+                )
             endpoint = client.backchannel_client_notification_endpoint
             if endpoint:
                 _check_notification_endpoint(endpoint, production=self.environment == "production")

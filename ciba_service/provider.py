@@ -102,7 +102,14 @@ class Provider:
         self.store = store
         self.signing_key = signing_key
         self.notifier = notifier
-        self.registry = TypeRegistry.from_config(settings.authorization_details_types)
+        self.registry = TypeRegistry.from_config(
+            settings.authorization_details_types, include_defaults=settings.include_default_types
+        )
+        for client in settings.clients:
+            unknown = [t for t in client.authorization_details_types if t not in self.registry.types]
+            if unknown:
+                # A typo here would silently leave the agent unable to request anything.
+                raise ValueError(f"client {client.client_id} lists unknown authorization_details types {unknown}")
         self._clock = clock
         self.spiffe = (
             SpiffeBundle.load(settings.spiffe_bundle_path, trust_domain=settings.spiffe_trust_domain)

@@ -109,8 +109,10 @@ class TypeRegistry:
     validators: Mapping[str, Draft202012Validator]
 
     @classmethod
-    def from_config(cls, configured: Mapping[str, AuthorizationDetailsTypeConfig]) -> TypeRegistry:
-        types = dict(configured) if configured else dict(DEFAULT_TYPES)
+    def from_config(
+        cls, configured: Mapping[str, AuthorizationDetailsTypeConfig], *, include_defaults: bool = True
+    ) -> TypeRegistry:
+        types = {**(DEFAULT_TYPES if include_defaults else {}), **configured}
         validators = {
             name: Draft202012Validator(spec.schema_) for name, spec in types.items() if spec.schema_ is not None
         }

@@ -34,6 +34,8 @@ def build_provider(
     clock: Callable[[], float] = time.time,
 ) -> Provider:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # The directory holds the signing key, users, passkeys and receipts: owner only.
+    settings.data_dir.chmod(0o700)
     cls = KeycloakProvider if settings.mode == "keycloak" else Provider
     return cls(
         settings=settings,

@@ -9,6 +9,7 @@ entry index and the field.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -660,5 +661,17 @@ def test_describe_entry_uses_configured_templates() -> None:
 
 def test_registry_defaults_when_nothing_configured() -> None:
     assert set(REGISTRY.types) == {"iam_policy", "key_rotation", "payment_initiation"}
-    custom = TypeRegistry.from_config({"x": AuthorizationDetailsTypeConfig(description="x", actions=["a"])})
-    assert set(custom.types) == {"x"}
+    x = {"x": AuthorizationDetailsTypeConfig(description="x", actions=["a"])}
+    # configured types add to the built-in ones, unless the defaults are switched off
+    assert set(TypeRegistry.from_config(x).types) == {"iam_policy", "key_rotation", "payment_initiation", "x"}
+    assert set(TypeRegistry.from_config(x, include_defaults=False).types) == {"x"}
+
+
+def test_a_client_naming_an_unknown_type_is_a_configuration_error(tmp_path: Path) -> None:
+    from ciba_service.config import ClientConfig
+    from ciba_service.service import build_provider
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, clients=[ClientConfig(client_id="c", authorization_details_types=["iam_polcy"])])
+    with pytest.raises(ValueError, match=r"client c lists unknown authorization_details types \['iam_polcy'\]"):
+        build_provider(settings)
