@@ -18,7 +18,7 @@ from ciba_service.store.base import RequestStatus
 pytestmark = pytest.mark.browser
 
 BINDING_MESSAGE = "OPS-7Q2K"
-ENTRY_TEXT = "update IAM policy policy-42"
+ENTRY_TEXT = "update IAM policy policy-42 (also: locations=https://iam.example.test/)"
 
 
 def policy_action(identifier: str) -> RequestedAction:
