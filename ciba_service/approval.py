@@ -22,7 +22,7 @@ from webauthn import (
     verify_authentication_response,
     verify_registration_response,
 )
-from webauthn.helpers import base64url_to_bytes, parse_authentication_credential_json
+from webauthn.helpers import parse_authentication_credential_json
 from webauthn.helpers.exceptions import (
     InvalidAuthenticationResponse,
     InvalidJSONStructure,
@@ -229,7 +229,3 @@ def verify_enrollment(
         transports=[t for t in transports if isinstance(t, str)],
         created_at=now,
     )
-
-
-def decode_b64url(value: str) -> bytes:
-    return base64url_to_bytes(value)

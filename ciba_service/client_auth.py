@@ -29,6 +29,7 @@ __all__ = [
     "AssertionContext",
     "AuthenticatedClient",
     "authenticate_client",
+    "parse_basic",
 ]
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -53,22 +54,23 @@ _DUMMY_HASH = hash_secret("dummy-secret-for-timing", salt=b"\x00" * 16)
 @dataclass(frozen=True, kw_only=True)
 class AuthenticatedClient:
     client: ClientConfig
-    method: str  # "client_secret_basic" | "client_secret_post"
-    # Kept only so keycloak mode can pass the agent's own authentication through.
-    client_secret: str
+    method: str  # "client_secret_basic", "client_secret_post", "private_key_jwt", "spiffe_jwt"
 
 
-def _parse_basic(header: str) -> tuple[str, str]:
+def parse_basic(header: str, *, challenge: bool = True) -> tuple[str, str]:
+    """Client id and secret from ``Authorization: Basic``; InvalidClient (with a Basic
+    challenge unless ``challenge`` is false) when the header is not that."""
+    headers = _basic_challenge() if challenge else None
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic" or not value:
-        raise InvalidClient("unsupported Authorization scheme; use Basic", headers=_basic_challenge())
+        raise InvalidClient("unsupported Authorization scheme; use Basic", headers=headers)
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
-        raise InvalidClient("malformed Basic credentials", headers=_basic_challenge()) from None
+        raise InvalidClient("malformed Basic credentials", headers=headers) from None
     client_id, sep, secret = decoded.partition(":")
     if not sep:
-        raise InvalidClient("malformed Basic credentials", headers=_basic_challenge())
+        raise InvalidClient("malformed Basic credentials", headers=headers)
     # RFC 6749 2.3.1: id and secret are form-urlencoded before Basic encoding.
     return unquote_plus(client_id), unquote_plus(secret)
 
@@ -107,7 +109,7 @@ def _assertion_client(*, settings: Settings, params: Params, context: AssertionC
             )
         except ClientJwtError as exc:
             raise InvalidClient(exc.description) from None
-        return AuthenticatedClient(client=client, method="private_key_jwt", client_secret="")
+        return AuthenticatedClient(client=client, method="private_key_jwt")
     if assertion_type == JWT_SPIFFE:
         if form_id is None:
             raise InvalidRequest("client_id is required with a JWT-SVID client assertion")
@@ -136,7 +138,7 @@ def _assertion_client(*, settings: Settings, params: Params, context: AssertionC
             raise InvalidClient("JWT-SVID is not from the configured trust domain")
         if spiffe_id != client.spiffe_id:
             raise InvalidClient("JWT-SVID SPIFFE ID is not bound to this client")
-        return AuthenticatedClient(client=client, method="spiffe_jwt", client_secret="")
+        return AuthenticatedClient(client=client, method="spiffe_jwt")
     raise InvalidClient(f"unsupported client_assertion_type '{assertion_type}'")
 
 
@@ -159,7 +161,7 @@ def authenticate_client(
         if form_secret is not None:
             # RFC 6749 2.3: "The client MUST NOT use more than one authentication method".
             raise InvalidRequest("more than one client authentication method used")
-        client_id, secret = _parse_basic(authorization)
+        client_id, secret = parse_basic(authorization)
         if form_id is not None and form_id != client_id:
             raise InvalidRequest("client_id parameter differs from the authenticated client")
         method, challenge = "client_secret_basic", _basic_challenge()
@@ -178,4 +180,4 @@ def authenticate_client(
     valid = verify_secret(secret, stored or _DUMMY_HASH)
     if client is None or not uses_secret or not stored or not valid:
         raise InvalidClient("client authentication failed", headers=challenge)
-    return AuthenticatedClient(client=client, method=method, client_secret=secret)
+    return AuthenticatedClient(client=client, method=method)

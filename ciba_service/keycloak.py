@@ -26,13 +26,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import unquote_plus
 
 import httpx
 import jwt
 
 from .backchannel import CIBA_GRANT_TYPE, validate_backchannel_request
-from .client_auth import AuthenticatedClient
+from .client_auth import AuthenticatedClient, parse_basic
 from .config import ClientConfig, Settings
 from .errors import (
     AssertionRejected,
@@ -227,17 +226,7 @@ def identify_client(params: Params, authorization: str | None) -> tuple[str, dic
     if authorization:
         if form_secret is not None:
             raise InvalidRequest("more than one client authentication method used")
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() != "basic":
-            raise InvalidClient("unsupported Authorization scheme; use Basic")
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise InvalidClient("malformed Basic credentials") from None
-        client_id, sep, _ = decoded.partition(":")
-        if not sep:
-            raise InvalidClient("malformed Basic credentials")
-        client_id = unquote_plus(client_id)
+        client_id, _ = parse_basic(authorization, challenge=False)
         if form_id is not None and form_id != client_id:
             raise InvalidRequest("client_id parameter differs from the authenticated client")
         return client_id, {"Authorization": authorization}, {}
@@ -313,7 +302,7 @@ class KeycloakProvider(Provider):
         )
         validated = validate_backchannel_request(
             params=params,
-            client=AuthenticatedClient(client=policy, method="passthrough", client_secret=""),
+            client=AuthenticatedClient(client=policy, method="passthrough"),
             settings=self.settings,
             registry=self.registry,
             context=self.request_context(),

@@ -27,7 +27,7 @@ failing channel). Every observation is printed as a FACT line.
 
 Run against a Keycloak started by ``scripts/keycloak.sh start``:
 
-    /work/main/.venv/bin/python scripts/keycloak_smoke.py
+    .venv/bin/python scripts/keycloak_smoke.py
 
 Environment: KC_HTTP_PORT (8180), CIBA_CHANNEL_URI (http://localhost:8000/keycloak/auth-channel),
 CIBA_SPIFFE_BUNDLE_URI (the channel URI's origin + /spiffe/bundle: what scripts/keycloak.sh gave Keycloak),

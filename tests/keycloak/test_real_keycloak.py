@@ -24,6 +24,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from ciba_service.agent import AgentError, CibaAgent
 from ciba_service.resource import InsufficientAuthorization, JwksCache, RequestedAction, TokenVerifier
+from tests.browser.browser_harness import CHROMIUM, CHROMIUM_ARGS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import kc_harness
@@ -47,15 +48,6 @@ ACTION: list[dict[str, Any]] = [
 EXACT = RequestedAction(
     type="iam_policy", actions=["update"], identifier="policy-42", locations=["https://iam.example.test/"]
 )
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +72,7 @@ def admin(companion: Companion) -> KeycloakAdmin:
 @pytest.fixture(scope="module")
 def browser_page(companion: Companion) -> Iterator[Any]:
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         context = browser.new_context()
         page = context.new_page()
         cdp = context.new_cdp_session(page)
