@@ -12,7 +12,8 @@ companion (DESIGN.md, "Two modes, one API").
 3. After the decision we call ``/ext/ciba/auth/callback`` exactly once: ``SUCCEED`` with the
    approved ``authorization_details`` and the approval reference as extra parameters (the
    ``ciba-session-note-json-mapper`` extension copies them into the access token),
-   ``UNAUTHORIZED`` on denial, ``CANCELLED`` on expiry.
+   ``UNAUTHORIZED`` on denial. Nothing on expiry: Keycloak expires the request itself and the
+   agent gets ``expired_token`` (a ``CANCELLED`` callback would turn that into ``access_denied``).
 """
 
 from __future__ import annotations
@@ -541,10 +542,19 @@ class KeycloakProvider(Provider):
         self.send_callback(request, payload)
 
     def sweep_expired(self) -> int:
-        """Tell Keycloak about requests that expired undecided (CANCELLED), once each."""
+        """Close requests that expired undecided, without a callback. Returns how many.
+
+        Our expiry is never later than Keycloak's (``expires_at`` is bounded by the channel
+        token's ``exp``) and usually a little earlier (the intent is stored before Keycloak sees
+        the request). Keycloak treats ``CANCELLED`` exactly like a denial, so a callback sent at
+        our expiry would reach Keycloak while its request is still pending and the agent would be
+        told ``access_denied`` instead of ``expired_token`` (CIBA section 11): the agent would
+        think the user refused. Keycloak expires its side itself; we only claim the callback
+        slot so that nothing can be sent for this request afterwards."""
         count = 0
         for request in self.store.expired_pending(now=self.now()):
-            if self.send_callback(request, {"status": "CANCELLED"}):
+            if self.store.claim_callback(request.request_id):
+                self.store.set_callback_state(request.request_id, CallbackState.WITHHELD)
                 count += 1
         return count
 

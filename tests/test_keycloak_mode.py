@@ -261,13 +261,21 @@ def test_denial_sends_unauthorized(kc_env: KcEnv) -> None:
     assert kc_env.kc.callbacks == [{"status": "UNAUTHORIZED"}]
 
 
-def test_expiry_sends_cancelled_once(kc_env: KcEnv) -> None:
+def test_expiry_sends_no_callback_so_the_agent_gets_expired_token(kc_env: KcEnv) -> None:
+    # Keycloak treats CANCELLED as a denial: sent before Keycloak's own expiry it would tell
+    # the agent access_denied. The request is closed here and Keycloak expires its side.
     kc_env.bc_authorize()
+    approval_url = kc_env.approval_url()
     kc_env.clock.advance(121)
     assert kc_env.provider.sweep_expired() == 1
     assert kc_env.provider.sweep_expired() == 0
-    assert kc_env.kc.callbacks == [{"status": "CANCELLED"}]
-    assert kc_env.client.get(f"{kc_env.approval_url()}/details").json()["status"] == "expired"
+    assert kc_env.kc.callbacks == []
+    request = kc_env.provider.store.find_request_by_approval_id(approval_url.split("/")[2])
+    assert request is not None and request.callback_state is CallbackState.WITHHELD
+    assert kc_env.client.get(f"{approval_url}/details").json()["status"] == "expired"
+    # and a decision arriving now is refused and sends nothing
+    assert kc_env.client.post(f"{approval_url}/deny", json={}).status_code == 410
+    assert kc_env.kc.callbacks == []
 
 
 def test_callback_retried_only_when_it_never_reached_keycloak(kc_env: KcEnv) -> None:

@@ -40,6 +40,7 @@ class CallbackState(enum.StrEnum):
     SENDING = "sending"  # claimed by one sender; nobody else may send
     SENT = "sent"
     FAILED = "failed"  # not delivered, or outcome unknown: never re-sent (see keycloak.py)
+    WITHHELD = "withheld"  # expired undecided: Keycloak expires its side itself, nothing is sent
 
 
 @dataclass(frozen=True, kw_only=True)

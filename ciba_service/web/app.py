@@ -135,8 +135,8 @@ def _keycloak_routes(
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     provider = app.state.provider
     task = None
-    # Keycloak mode: CANCELLED callbacks on expiry; embedded: push expiry notices and any
-    # ping/push delivery a restart interrupted.
+    # Keycloak mode: close expired requests (no callback, see KeycloakProvider.sweep_expired);
+    # embedded: push expiry notices and any ping/push delivery a restart interrupted.
     if getattr(provider, "sweep_interval", 2.0) > 0:
 
         async def sweep() -> None:

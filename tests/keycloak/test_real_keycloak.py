@@ -103,6 +103,11 @@ def alice_passkey(browser_page: Any, admin: KeycloakAdmin) -> str:
     page.fill("#username", kc_harness.ALICE)
     page.fill("#password", kc_harness.ALICE_PASSWORD)
     page.click("#kc-login")
+    # Keycloak attaches the Register button's click handler from a deferred module script; a
+    # click before that script ran does nothing (seen as a 60 s hang), so wait for the page's
+    # load event first.
+    page.wait_for_url(lambda url: "required-action" in url)
+    page.wait_for_load_state("load")
     page.click("#registerWebAuthn")
     page.wait_for_url(lambda url: url.startswith(f"{KC_ISSUER}/account"), timeout=60_000)
     user_id = admin.get_user_id(kc_harness.ALICE)
