@@ -603,6 +603,28 @@ CASES: list[tuple[str, Attack, type[ResourceError], str]] = [
         "token payload is not JSON",
     ),
     (
+        "payload-trailing-data-but-signed",
+        lambda c: c.v.verify(
+            _raw_sign(_issuer_header(c), b64url_encode(b'{"a":1} {"b":2}'), c.key.private_key), ACTION
+        ),
+        InvalidToken,
+        "token payload is not JSON",
+    ),
+    (
+        "payload-lone-surrogate-but-signed",
+        lambda c: c.v.verify(
+            _raw_sign(_issuer_header(c), b64url_encode(b'{"sub":"\\ud800"}'), c.key.private_key), ACTION
+        ),
+        InvalidToken,
+        "token payload is not JSON",
+    ),
+    (
+        "payload-number-overflow-but-signed",
+        lambda c: c.v.verify(_raw_sign(_issuer_header(c), b64url_encode(b'{"exp":1e400}'), c.key.private_key), ACTION),
+        InvalidToken,
+        "token payload is not JSON",
+    ),
+    (
         "payload-json-array-but-signed",
         lambda c: c.v.verify(_raw_sign(_issuer_header(c), b64url_encode(b"[]"), c.key.private_key), ACTION),
         InvalidToken,

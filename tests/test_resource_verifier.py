@@ -267,6 +267,19 @@ def test_max_rule_on_a_nested_amount(amount: Any, covered: bool) -> None:
     assert action_matches(PAYMENT, action, rules=AMOUNT_RULES) is covered
 
 
+def test_max_rule_refuses_a_bound_too_large_for_a_double() -> None:
+    # A JSON number above 2**53 parses to a rounded double (orjson turns integers beyond 64
+    # bits into doubles): 2**64 + 1 reads as 2**64 + 2048 at worst, so the bound a verifier
+    # compares with could be wider than the one signed. Such a bound covers nothing.
+    entry = {"type": "quota", "actions": ["raise"], "limit": float(2**64 + 1)}
+    rules = {"limit": FieldRule.MAX}
+    assert not action_matches(
+        entry, RequestedAction(type="quota", actions=["raise"], fields={"limit": 5.0}), rules=rules
+    )
+    exact = {**entry, "limit": float(2**53)}
+    assert action_matches(exact, RequestedAction(type="quota", actions=["raise"], fields={"limit": 5.0}), rules=rules)
+
+
 def test_rules_cover_only_their_path() -> None:
     def pay(currency: str = "EUR", creditor: str = "Merchant A", **extra: Any) -> RequestedAction:
         amount = {"currency": currency, "amount": "5.00", **extra}
