@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     rp_id: str = ""
     rp_name: str = "CIBA approvals"
     data_dir: Path = Path(".ciba-data")
+    # Where state lives: "sqlite" (data_dir/ciba.sqlite3, one instance) or "redis" (every
+    # instance pointed at the same redis_url and redis_prefix shares it; see README, Scaling out).
+    store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str | None = Field(default=None, repr=False)  # may carry a password
+    redis_prefix: str = Field(default="ciba:", min_length=1)
     access_token_lifetime: int = Field(default=120, ge=10, le=300)
     default_audience: str = "resource-api"
     request_expiry_default: int = Field(default=300, ge=10)
@@ -160,6 +165,10 @@ class Settings(BaseSettings):
     spiffe_bundle_path: Path | None = None
     # CIBA user_code (7.1): off unless enabled; users then set one with `users set-user-code`.
     backchannel_user_code_parameter_supported: bool = False
+    # Online guessing of a user's user_code: after this many wrong codes for one user within
+    # the window (seconds), that user's requests are refused without checking the code.
+    user_code_max_failures: int = Field(default=5, ge=1)
+    user_code_failure_window: int = Field(default=900, ge=1)
     # Client assertions and request objects older than this are refused (replay window).
     max_assertion_lifetime: int = Field(default=300, ge=30)
     # Bounded retries of ping/push notifications (transient failures only).
@@ -210,6 +219,8 @@ class Settings(BaseSettings):
             endpoint = client.backchannel_client_notification_endpoint
             if endpoint:
                 _check_notification_endpoint(endpoint, production=self.environment == "production")
+        if self.store == "redis" and not self.redis_url:
+            raise ValueError("store = 'redis' needs redis_url (CIBA_REDIS_URL)")
         if self.mode == "keycloak" and not self.keycloak.admin_client_secret:
             raise ValueError("keycloak mode needs keycloak.admin_client_secret (CIBA_KEYCLOAK__ADMIN_CLIENT_SECRET)")
         return self

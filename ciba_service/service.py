@@ -11,11 +11,11 @@ from .config import Settings
 from .keycloak import KeycloakProvider
 from .notify import ConsoleNotifier, Notifier, NullNotifier, WebhookNotifier
 from .provider import Provider
-from .store import SQLiteStore, Store
+from .store import RedisStore, SQLiteStore, Store
 from .tokens import SigningKey
 from .web.app import create_app
 
-__all__ = ["build_app", "build_notifier", "build_provider"]
+__all__ = ["build_app", "build_notifier", "build_provider", "build_store"]
 
 
 def build_notifier(settings: Settings) -> Notifier:
@@ -24,6 +24,19 @@ def build_notifier(settings: Settings) -> Notifier:
     if settings.notifier == "none":
         return NullNotifier()
     return ConsoleNotifier()
+
+
+def build_store(settings: Settings, *, clock: Callable[[], float] = time.time) -> Store:
+    if settings.store == "redis" and settings.redis_url:
+        # A pending request outlives its expiry by the token lifetime plus an hour, so a sweep
+        # after an outage still finds it; a decided one never expires.
+        return RedisStore.from_url(
+            settings.redis_url,
+            prefix=settings.redis_prefix,
+            clock=clock,
+            retain_after_expiry=settings.access_token_lifetime + 3600,
+        )
+    return SQLiteStore(settings.data_dir / "ciba.sqlite3")
 
 
 def build_provider(
@@ -39,7 +52,9 @@ def build_provider(
     cls = KeycloakProvider if settings.mode == "keycloak" else Provider
     return cls(
         settings=settings,
-        store=store or SQLiteStore(settings.data_dir / "ciba.sqlite3"),
+        store=store or build_store(settings, clock=clock),
+        # Instances sharing a Redis store must share this file too (README, Scaling out): the
+        # private key never goes to Redis.
         signing_key=SigningKey.load_or_create(settings.data_dir / "signing-key.pem"),
         notifier=notifier or build_notifier(settings),
         clock=clock,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from ciba_service.service import build_provider
 from ciba_service.softauthn import SoftAuthenticator
 from ciba_service.store import BackchannelRequest
 from ciba_service.web.app import create_app
+from tests.redis_harness import redis_url  # noqa: F401 - the fixture, for every module
 
 BASE = "http://localhost:8000"
 AGENT_ID, AGENT_SECRET = "agent-1", "test-secret-agent-1"
@@ -130,15 +132,17 @@ def enroll(provider: Provider, client: TestClient, username: str, authenticator:
     assert response.status_code == 200, response.text
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    clock = Clock()
+@contextmanager
+def open_env(settings: Settings, *, clock: Clock | None = None, username: str | None = "alice") -> Iterator[Env]:
+    """A provider built from ``settings`` (its store included), its app, and ``username``
+    enrolled with a fresh software passkey (none when ``username`` is None)."""
+    clock = clock or Clock()
     notifier = RecordingNotifier()
-    settings = make_settings(tmp_path)
     provider = build_provider(settings, notifier=notifier, clock=clock)
     authenticator = SoftAuthenticator()
     with TestClient(create_app(provider), base_url=BASE) as client:
-        enroll(provider, client, "alice", authenticator)
+        if username is not None:
+            enroll(provider, client, username, authenticator)
         yield Env(
             provider=provider,
             client=client,
@@ -148,3 +152,9 @@ def env(tmp_path: Path) -> Iterator[Env]:
             settings=settings,
         )
     provider.store.close()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    with open_env(make_settings(tmp_path)) as opened:
+        yield opened

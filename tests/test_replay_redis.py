@@ -1,11 +1,8 @@
-"""Consumption state in a real Redis (a redis-server this module starts on a free port):
+"""Consumption state in a real Redis (``redis_url``: a redis-server on a free port, see redis_harness):
 atomic counting, expiry with the token, several verifier instances sharing it, races."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,46 +15,12 @@ from ciba_service.dpop import create_proof
 from ciba_service.replay import InMemoryReplayCache, RedisReplayCache, ReplayCache, ReplayStoreUnavailable
 from ciba_service.resource import InvalidDPoPProof, InvalidToken, ResourceUnavailable, TokenVerifier
 from ciba_service.tokens import SigningKey
+from tests.redis_harness import free_port
 from tests.test_dpop import AGENT, AGENT_JKT
 from tests.test_plans import act
 from tests.test_resource_verifier import ACTION, ENTRY, mint, verifier
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 URL = "https://api.example.test/policies/policy-42"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.05)
-        yield url
-    finally:
-        client.close()
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture
@@ -157,7 +120,7 @@ def test_memory_store_is_bounded_and_fails_closed() -> None:
 
 
 def test_redis_down_fails_closed(key: SigningKey) -> None:
-    dead = RedisReplayCache.from_url(f"redis://127.0.0.1:{_free_port()}/0")
+    dead = RedisReplayCache.from_url(f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(ReplayStoreUnavailable):
         dead.consume("k", expires_at=int(time.time()) + 60)
     with pytest.raises(ResourceUnavailable) as info:

@@ -11,6 +11,7 @@ from .base import (
     Store,
     User,
 )
+from .redis import RedisStore, StoreConflict
 from .sqlite import SQLiteStore
 
 __all__ = [
@@ -20,8 +21,10 @@ __all__ = [
     "Enrollment",
     "Intent",
     "Passkey",
+    "RedisStore",
     "RequestStatus",
     "SQLiteStore",
     "Store",
+    "StoreConflict",
     "User",
 ]

@@ -1,0 +1,739 @@
+"""Redis store: the multi-instance store. Every instance pointed at the same Redis (and the same
+prefix) sees the same users, passkeys, requests and receipts.
+
+Layout (``p`` is the prefix, ``ciba:`` by default). Records are hashes whose fields hold the
+JSON text of the dataclass field of the same name (bytes as base64url strings), so a script can
+compare a field with a constant without re-encoding anything:
+
+==============================  ===========================================  =================
+key                             value                                        lifetime
+==============================  ===========================================  =================
+``p user:<user_id>``            hash: :class:`User`                          durable
+``p username:<username>``       ``user_id``                                  durable
+``p users``                     zset ``user_id`` by ``created_at``           durable
+``p passkey:<b64 cred id>``     hash: :class:`Passkey`                       durable
+``p passkeys:<user_id>``        zset of b64 credential ids by ``created_at`` durable
+``p enrollment:<token_hash>``   hash: :class:`Enrollment`                    expiry + retention
+``p request:<request_id>``      hash: :class:`BackchannelRequest`            see below
+``p auth_req_id:<hash>``        ``request_id``                               as its request
+``p approval:<approval_id>``    ``request_id``                               as its request
+``p jti:<jti>``                 ``request_id``                               durable
+``p pending``                   zset: pending, callback unclaimed, by        (entries pruned
+                                ``expires_at`` (:meth:`expired_pending`)     with the record)
+``p notify``                    zset: ping/push, callback unclaimed, by the
+                                time delivery is due (0 once decided)
+``p receipt:<receipt_id>``      hash: :class:`ApprovalReceipt`               durable
+``p once:<key>``                ``expires_at``                               expiry + 60 s
+``p user_code:<user_id>``       code hash                                    durable
+``p intent:<intent_id>``        hash: :class:`Intent`                        expiry + retention
+==============================  ===========================================  =================
+
+A pending request (with its two index keys) expires ``retain_after_expiry`` seconds after its
+own ``expires_at``; deciding it makes it durable, like its receipt. Redis TTLs only collect
+garbage: every expiry decision compares ``expires_at`` with the ``now`` of the service clock,
+exactly as the SQLite store does, so a request is never decided late because Redis has not
+deleted it yet. TTLs are relative and computed with the service clock, so the Redis server's own
+clock does not matter.
+
+Every guarded transition is one Lua script (registered once, run by ``EVALSHA``): Redis runs a
+script alone, so two instances can never both pass the same check. Each script checks everything
+before it writes, because Redis does not roll a failed script back.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+import redis
+
+from .base import (
+    ApprovalReceipt,
+    BackchannelRequest,
+    CallbackState,
+    Enrollment,
+    Intent,
+    Passkey,
+    RequestStatus,
+    Store,
+    User,
+)
+
+__all__ = ["RedisStore", "StoreConflict"]
+
+# How long a record outlives its expiry by default: the sweep of an instance that was down for a
+# while still finds expired requests to notify, and late polls still get ``expired_token``.
+DEFAULT_RETENTION = 3600
+# use_once keys outlive their expiry by this much: instances whose clocks run a little behind
+# still see the key until their own clock passes ``expires_at``.
+_CLOCK_SKEW = 60
+
+
+class StoreConflict(Exception):
+    """A write would break a uniqueness or reference rule (an id taken, an unknown user): what
+    SQLite reports as an ``IntegrityError``. Nothing was written."""
+
+
+# Lua ------------------------------------------------------------------------------------------
+# Shared by every script: ARGV[1] is the key prefix, KEYS[1] the record the script is about.
+_PRELUDE = """
+local prefix = ARGV[1]
+local function request_key(id) return prefix .. 'request:' .. id end
+
+-- The text of a field holding a JSON string; nil for null or a missing field. Only strings are
+-- decoded (never numbers), so nothing loses precision.
+local function text(json)
+  if not json then return nil end
+  local value = cjson.decode(json)
+  if type(value) == 'string' then return value end
+  return nil
+end
+
+-- The index keys pointing at request ``id``.
+local function index_keys(id)
+  local f = redis.call('HMGET', request_key(id), 'auth_req_id_hash', 'approval_id', 'token_jti')
+  local keys = {}
+  if text(f[1]) then table.insert(keys, prefix .. 'auth_req_id:' .. text(f[1])) end
+  if text(f[2]) then table.insert(keys, prefix .. 'approval:' .. text(f[2])) end
+  if text(f[3]) then table.insert(keys, prefix .. 'jti:' .. text(f[3])) end
+  return keys
+end
+
+-- Put request ``id`` in (or take it out of) the two time-ordered sets the sweeps read, from
+-- its current record: called after every change of status, callback state or upstream.
+local function reindex(id)
+  local f = redis.call('HMGET', request_key(id), 'status', 'callback_state', 'expires_at', 'upstream')
+  local open = f[2] == '"none"'
+  if open and f[1] == '"pending"' then
+    redis.call('ZADD', prefix .. 'pending', tonumber(f[3]), id)
+  else
+    redis.call('ZREM', prefix .. 'pending', id)
+  end
+  local delivery = nil
+  if f[4] then
+    local ok, upstream = pcall(cjson.decode, f[4])
+    if ok and type(upstream) == 'table' then delivery = upstream['delivery'] end
+  end
+  if open and (delivery == 'ping' or delivery == 'push') then
+    local due = tonumber(f[3])
+    if f[1] == '"approved"' or f[1] == '"denied"' then due = 0 end
+    redis.call('ZADD', prefix .. 'notify', due, id)
+  else
+    redis.call('ZREM', prefix .. 'notify', id)
+  end
+end
+
+local function conflict(what) return redis.error_reply('CONFLICT ' .. what) end
+"""
+
+# ARGV: prefix, request_id, ttl ms (0: durable), field/value pairs.
+_ADD_REQUEST = """
+local id = ARGV[2]
+local f = {}
+for i = 4, #ARGV, 2 do f[ARGV[i]] = ARGV[i + 1] end
+local by_hash = prefix .. 'auth_req_id:' .. text(f['auth_req_id_hash'])
+local by_approval = prefix .. 'approval:' .. text(f['approval_id'])
+if redis.call('EXISTS', KEYS[1], by_hash, by_approval) > 0 then
+  return conflict('request, auth_req_id or approval id already stored')
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+for _, key in ipairs(index_keys(id)) do redis.call('SET', key, id) end
+if tonumber(ARGV[3]) > 0 then
+  -- pending: the record and its indexes go together, retention after the request's expiry
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('PEXPIRE', by_hash, ARGV[3])
+  redis.call('PEXPIRE', by_approval, ARGV[3])
+end
+reindex(id)
+return 1
+"""
+
+# ARGV: prefix, request_id, field/value pairs. A request that is gone stays gone: an update
+# never recreates a partial record.
+_UPDATE_REQUEST = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+reindex(ARGV[2])
+return 1
+"""
+
+# ARGV: prefix, request_id, now, status, decided_at, receipt_id, receipt field/value pairs.
+# KEYS[2]: the receipt, when there is one.
+# Security: pending -> decided happens once. Two approvals racing (two tabs, two instances, an
+# approval racing a denial) cannot both win, so the user's one decision is the only one, and
+# the receipt is stored in the same step as the decision it proves.
+_DECIDE = """
+local f = redis.call('HMGET', KEYS[1], 'status', 'expires_at')
+if f[1] ~= '"pending"' or tonumber(f[2]) <= tonumber(ARGV[3]) then return 0 end
+if #KEYS > 1 then
+  if redis.call('EXISTS', KEYS[2]) == 1 then return conflict('receipt id already stored') end
+  redis.call('HSET', KEYS[2], unpack(ARGV, 7))
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[4], 'decided_at', ARGV[5], 'receipt_id', ARGV[6])
+-- decided is durable: the record and its indexes outlive any TTL they had while pending.
+redis.call('PERSIST', KEYS[1])
+for _, key in ipairs(index_keys(ARGV[2])) do redis.call('PERSIST', key) end
+reindex(ARGV[2])
+return 1
+"""
+
+# ARGV: prefix, request_id, token_jti (JSON), jti.
+# Security: approved -> issued happens once, so two redemptions of one auth_req_id racing on
+# two instances cannot both mint a token.
+_MARK_ISSUED = """
+if redis.call('HGET', KEYS[1], 'status') ~= '"approved"' then return 0 end
+redis.call('HSET', KEYS[1], 'status', '"issued"', 'token_jti', ARGV[3])
+redis.call('SET', prefix .. 'jti:' .. ARGV[4], ARGV[2])
+reindex(ARGV[2])
+return 1
+"""
+
+# ARGV: prefix, request_id.
+_DELETE_REQUEST = """
+for _, key in ipairs(index_keys(ARGV[2])) do
+  if redis.call('GET', key) == ARGV[2] then redis.call('DEL', key) end
+end
+redis.call('DEL', KEYS[1])
+reindex(ARGV[2])
+return 1
+"""
+
+# ARGV: prefix, request_id.
+# Security: one decision is sent to Keycloak (or one notification to the client) once, even
+# when several instances sweep at the same time.
+_CLAIM_CALLBACK = """
+if redis.call('HGET', KEYS[1], 'callback_state') ~= '"none"' then return 0 end
+redis.call('HSET', KEYS[1], 'callback_state', '"sending"')
+reindex(ARGV[2])
+return 1
+"""
+
+# ARGV: prefix, user_id, created_at, field/value pairs. KEYS[2]: the username index.
+_ADD_USER = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return conflict('user id or username already stored') end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('ZADD', prefix .. 'users', tonumber(ARGV[3]), ARGV[2])
+return 1
+"""
+
+# ARGV: prefix, user_id, created_at, username, display_name, enabled, all field/value pairs.
+# KEYS[2]: the new username's index. Refreshes the mirrored fields of a known user (never its
+# user handle or creation time).
+_UPSERT_USER = """
+local owner = redis.call('GET', KEYS[2])
+if owner and owner ~= ARGV[2] then return conflict('username belongs to another user') end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local old = prefix .. 'username:' .. text(redis.call('HGET', KEYS[1], 'username'))
+  if old ~= KEYS[2] and redis.call('GET', old) == ARGV[2] then redis.call('DEL', old) end
+  redis.call('HSET', KEYS[1], 'username', ARGV[4], 'display_name', ARGV[5], 'enabled', ARGV[6])
+else
+  redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+  redis.call('ZADD', prefix .. 'users', tonumber(ARGV[3]), ARGV[2])
+end
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+"""
+
+# ARGV: prefix, user_id, credential id (b64), created_at, field/value pairs.
+_ADD_PASSKEY = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return conflict('credential id already stored') end
+if redis.call('EXISTS', prefix .. 'user:' .. ARGV[2]) == 0 then return conflict('unknown user') end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('ZADD', prefix .. 'passkeys:' .. ARGV[2], tonumber(ARGV[4]), ARGV[3])
+return 1
+"""
+
+# ARGV: prefix, old sign_count, new sign_count (JSON integers).
+# Security: the counter moves only from the value this approval read. Two assertions from a
+# cloned authenticator carrying the same counter cannot both pass, whichever instance gets them.
+_UPDATE_SIGN_COUNT = """
+if redis.call('HGET', KEYS[1], 'sign_count') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'sign_count', ARGV[3])
+return 1
+"""
+
+# ARGV: prefix, replace ('1': first delete the passkeys of the user KEYS[1] lists that are not in
+# the list, '0': keep them), then per passkey: credential id (b64), user_id, created_at,
+# public_key, sign_count, JSON of all its field/value pairs. A known credential keeps its owner,
+# transports and creation time and never has its counter lowered: a stale IdP copy must not
+# reopen the window for a cloned authenticator.
+_UPSERT_PASSKEYS = """
+local keep = {}
+for i = 3, #ARGV, 6 do
+  keep[ARGV[i]] = true
+  if redis.call('EXISTS', prefix .. 'passkey:' .. ARGV[i]) == 0
+      and redis.call('EXISTS', prefix .. 'user:' .. ARGV[i + 1]) == 0 then
+    return conflict('unknown user')
+  end
+end
+if ARGV[2] == '1' then
+  for _, cred in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    if not keep[cred] then
+      redis.call('DEL', prefix .. 'passkey:' .. cred)
+      redis.call('ZREM', KEYS[1], cred)
+    end
+  end
+end
+for i = 3, #ARGV, 6 do
+  local key = prefix .. 'passkey:' .. ARGV[i]
+  local stored = redis.call('HMGET', key, 'user_id', 'sign_count')
+  if not stored[1] then
+    for field, value in pairs(cjson.decode(ARGV[i + 5])) do redis.call('HSET', key, field, value) end
+    redis.call('ZADD', prefix .. 'passkeys:' .. ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i])
+  elseif text(stored[1]) == ARGV[i + 1] then
+    local count = ARGV[i + 4]
+    if tonumber(stored[2]) > tonumber(count) then count = stored[2] end
+    redis.call('HSET', key, 'public_key', ARGV[i + 3], 'sign_count', count)
+  end
+end
+return 1
+"""
+
+# ARGV: prefix, user_id, ttl ms, field/value pairs.
+_ADD_ENROLLMENT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return conflict('enrollment already stored') end
+if redis.call('EXISTS', prefix .. 'user:' .. ARGV[2]) == 0 then return conflict('unknown user') end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# ARGV: prefix, challenge (JSON).
+_SET_ENROLLMENT_CHALLENGE = """
+if redis.call('HGET', KEYS[1], 'used') ~= 'false' then return 0 end
+redis.call('HSET', KEYS[1], 'challenge', ARGV[2])
+return 1
+"""
+
+# ARGV: prefix, now.
+# Security: an enrollment link registers one passkey; two completions racing with one link
+# (a leaked link used by an attacker at the same moment) cannot both add a credential.
+_CONSUME_ENROLLMENT = """
+local f = redis.call('HMGET', KEYS[1], 'used', 'expires_at')
+if f[1] ~= 'false' or tonumber(f[2]) <= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'used', 'true')
+return 1
+"""
+
+# ARGV: prefix, ttl ms, field/value pairs.
+_ADD_INTENT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return conflict('intent already stored') end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# ARGV: prefix, now. Returns the intent's field/value pairs, or nothing.
+# Security: one intent binds one Keycloak channel request; a replayed channel call finds nothing.
+_TAKE_INTENT = """
+local expires_at = redis.call('HGET', KEYS[1], 'expires_at')
+if not expires_at or tonumber(expires_at) <= tonumber(ARGV[2]) then return false end
+local record = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return record
+"""
+
+# ARGV: prefix, expires_at, now, ttl ms.
+# Security: a client assertion, request object or DPoP proof is accepted once across all
+# instances; a key whose recorded expiry has passed is free again, as in the SQLite store.
+_USE_ONCE = """
+local stored = redis.call('GET', KEYS[1])
+if stored and tonumber(stored) > tonumber(ARGV[3]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
+return 1
+"""
+
+
+# encoding -------------------------------------------------------------------------------------
+_Record = User | Passkey | Enrollment | BackchannelRequest | ApprovalReceipt | Intent
+_T = TypeVar("_T")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _fields(record: _Record) -> dict[str, str]:
+    """Hash fields of ``record``: each dataclass field as JSON, bytes as base64url strings."""
+    return {name: _json(_b64(value) if isinstance(value, bytes) else value) for name, value in asdict(record).items()}
+
+
+def _pairs(fields: Mapping[str, str]) -> list[str]:
+    return [item for pair in fields.items() for item in pair]
+
+
+# How each record's fields come back: bytes from base64url, enums from their values.
+_DECODE: dict[type[Any], dict[str, Callable[[Any], Any]]] = {
+    User: {"user_handle": _unb64},
+    Passkey: {"credential_id": _unb64, "public_key": _unb64},
+    Enrollment: {"challenge": _unb64},
+    BackchannelRequest: {"status": RequestStatus, "callback_state": CallbackState},
+    ApprovalReceipt: {"credential_id": _unb64, "credential_public_key": _unb64, "preimage": _unb64},
+    Intent: {},
+}
+
+
+def _decode(cls: type[_T], raw: Mapping[Any, Any] | None) -> _T | None:
+    if not raw:
+        return None
+    convert = _DECODE[cls]
+    values: dict[str, Any] = {}
+    for name, text in raw.items():
+        value = json.loads(text)
+        values[name] = convert[name](value) if name in convert and value is not None else value
+    return cls(**values)
+
+
+class RedisStore(Store):
+    """State in Redis, shared by every instance using the same server and prefix.
+
+    ``clock`` is the service clock: TTLs are computed with it (as relative times), never with
+    the Redis server's clock. ``retain_after_expiry`` is how long (seconds) a pending request,
+    an enrollment link or an intent is kept after its own expiry before Redis deletes it.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "ciba:",
+        clock: Callable[[], float] = time.time,
+        retain_after_expiry: int = DEFAULT_RETENTION,
+    ) -> None:
+        if not client.get_connection_kwargs().get("decode_responses"):
+            raise ValueError("RedisStore needs a client made with decode_responses=True")
+        # redis-py's annotations cover its async client too (every reply may be an awaitable);
+        # the replies of this sync client are typed where they are used.
+        self._redis: Any = client
+        self._prefix = prefix
+        self._clock = clock
+        self._retain = retain_after_expiry
+
+        def script(body: str) -> Any:
+            return client.register_script(_PRELUDE + body)
+
+        self._add_request = script(_ADD_REQUEST)
+        self._update_request = script(_UPDATE_REQUEST)
+        self._decide = script(_DECIDE)
+        self._mark_issued = script(_MARK_ISSUED)
+        self._delete_request = script(_DELETE_REQUEST)
+        self._claim_callback = script(_CLAIM_CALLBACK)
+        self._add_user = script(_ADD_USER)
+        self._upsert_user = script(_UPSERT_USER)
+        self._add_passkey = script(_ADD_PASSKEY)
+        self._update_sign_count = script(_UPDATE_SIGN_COUNT)
+        self._upsert_passkeys = script(_UPSERT_PASSKEYS)
+        self._add_enrollment = script(_ADD_ENROLLMENT)
+        self._set_enrollment_challenge = script(_SET_ENROLLMENT_CHALLENGE)
+        self._consume_enrollment = script(_CONSUME_ENROLLMENT)
+        self._add_intent = script(_ADD_INTENT)
+        self._take_intent = script(_TAKE_INTENT)
+        self._use_once = script(_USE_ONCE)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "ciba:",
+        clock: Callable[[], float] = time.time,
+        retain_after_expiry: int = DEFAULT_RETENTION,
+    ) -> RedisStore:
+        """``redis://[user:password@]host:port/db``, ``rediss://…`` or ``unix:///path``."""
+        return cls(
+            redis.Redis.from_url(url, decode_responses=True),
+            prefix=prefix,
+            clock=clock,
+            retain_after_expiry=retain_after_expiry,
+        )
+
+    def close(self) -> None:
+        self._redis.close()
+
+    # plumbing -----------------------------------------------------------------------------
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self._prefix}{kind}:{name}"
+
+    def _run(self, script: Any, keys: list[str], *args: str | int) -> Any:
+        try:
+            return script(keys=keys, args=[self._prefix, *args])
+        except redis.ResponseError as exc:
+            if str(exc).startswith("CONFLICT"):
+                raise StoreConflict(str(exc).removeprefix("CONFLICT ")) from None
+            raise
+
+    def _ttl_ms(self, expires_at: int, *, extra: int) -> int:
+        """Milliseconds from now (service clock) until ``extra`` seconds after ``expires_at``."""
+        return max(1, int((expires_at + extra - self._clock()) * 1000))
+
+    def _hgetall_many(self, keys: list[str]) -> list[dict[str, str]]:
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        result: list[dict[str, str]] = pipe.execute()
+        return result
+
+    # users and passkeys -------------------------------------------------------------------
+    def add_user(self, user: User) -> None:
+        self._run(
+            self._add_user,
+            [self._key("user", user.user_id), self._key("username", user.username)],
+            user.user_id,
+            user.created_at,
+            *_pairs(_fields(user)),
+        )
+
+    def get_user(self, user_id: str) -> User | None:
+        return _decode(User, self._redis.hgetall(self._key("user", user_id)))
+
+    def find_user(self, username: str) -> User | None:
+        user_id = self._redis.get(self._key("username", username))
+        user = None if user_id is None else self.get_user(user_id)
+        return user if user is not None and user.username == username else None
+
+    def list_users(self) -> list[User]:
+        ids = self._redis.zrange(self._prefix + "users", 0, -1)
+        users = (_decode(User, raw) for raw in self._hgetall_many([self._key("user", i) for i in ids]))
+        return [u for u in users if u is not None]
+
+    def add_passkey(self, passkey: Passkey) -> None:
+        cred = _b64(passkey.credential_id)
+        self._run(
+            self._add_passkey,
+            [self._key("passkey", cred)],
+            passkey.user_id,
+            cred,
+            passkey.created_at,
+            *_pairs(_fields(passkey)),
+        )
+
+    def passkeys_for(self, user_id: str) -> list[Passkey]:
+        creds = self._redis.zrange(self._key("passkeys", user_id), 0, -1)
+        found = (_decode(Passkey, raw) for raw in self._hgetall_many([self._key("passkey", c) for c in creds]))
+        return [p for p in found if p is not None and p.user_id == user_id]
+
+    def find_passkey(self, credential_id: bytes) -> Passkey | None:
+        return _decode(Passkey, self._redis.hgetall(self._key("passkey", _b64(credential_id))))
+
+    def update_sign_count(self, credential_id: bytes, *, old: int, new: int) -> bool:
+        key = self._key("passkey", _b64(credential_id))
+        return bool(self._run(self._update_sign_count, [key], _json(old), _json(new)))
+
+    # enrollment ---------------------------------------------------------------------------
+    def add_enrollment(self, enrollment: Enrollment) -> None:
+        self._run(
+            self._add_enrollment,
+            [self._key("enrollment", enrollment.token_hash)],
+            enrollment.user_id,
+            self._ttl_ms(enrollment.expires_at, extra=self._retain),
+            *_pairs(_fields(enrollment)),
+        )
+
+    def get_enrollment(self, token_hash: str) -> Enrollment | None:
+        return _decode(Enrollment, self._redis.hgetall(self._key("enrollment", token_hash)))
+
+    def set_enrollment_challenge(self, token_hash: str, challenge: bytes) -> None:
+        self._run(self._set_enrollment_challenge, [self._key("enrollment", token_hash)], _json(_b64(challenge)))
+
+    def consume_enrollment(self, token_hash: str, *, now: int) -> bool:
+        return bool(self._run(self._consume_enrollment, [self._key("enrollment", token_hash)], now))
+
+    # requests -----------------------------------------------------------------------------
+    def add_request(self, request: BackchannelRequest) -> None:
+        # Pending: kept until its expiry plus the retention, then Redis deletes it. Anything
+        # already decided is durable from the start.
+        ttl = self._ttl_ms(request.expires_at, extra=self._retain) if request.status is RequestStatus.PENDING else 0
+        self._run(
+            self._add_request,
+            [self._key("request", request.request_id)],
+            request.request_id,
+            ttl,
+            *_pairs(_fields(request)),
+        )
+
+    def get_request(self, request_id: str) -> BackchannelRequest | None:
+        return _decode(BackchannelRequest, self._redis.hgetall(self._key("request", request_id)))
+
+    def _find_request(self, kind: str, name: str) -> BackchannelRequest | None:
+        request_id = self._redis.get(self._key(kind, name))
+        return None if request_id is None else self.get_request(request_id)
+
+    def find_request_by_auth_req_id(self, auth_req_id_hash: str) -> BackchannelRequest | None:
+        request = self._find_request("auth_req_id", auth_req_id_hash)
+        return request if request is not None and request.auth_req_id_hash == auth_req_id_hash else None
+
+    def find_request_by_approval_id(self, approval_id: str) -> BackchannelRequest | None:
+        request = self._find_request("approval", approval_id)
+        return request if request is not None and request.approval_id == approval_id else None
+
+    def find_request_by_jti(self, jti: str) -> BackchannelRequest | None:
+        request = self._find_request("jti", jti)
+        return request if request is not None and request.token_jti == jti else None
+
+    def _update(self, request_id: str, **fields: Any) -> None:
+        pairs = _pairs({name: _json(value) for name, value in fields.items()})
+        self._run(self._update_request, [self._key("request", request_id)], request_id, *pairs)
+
+    def record_poll(self, request_id: str, *, now: int, interval: int) -> None:
+        self._update(request_id, last_poll_at=now, interval=interval)
+
+    def decide(
+        self,
+        request_id: str,
+        *,
+        status: RequestStatus,
+        now: int,
+        receipt: ApprovalReceipt | None = None,
+    ) -> bool:
+        if status not in (RequestStatus.APPROVED, RequestStatus.DENIED):
+            raise ValueError(f"cannot decide a request as {status}")
+        keys = [self._key("request", request_id)]
+        receipt_pairs: list[str] = []
+        if receipt is not None:
+            keys.append(self._key("receipt", receipt.receipt_id))
+            receipt_pairs = _pairs(_fields(receipt))
+        changed = self._run(
+            self._decide,
+            keys,
+            request_id,
+            now,
+            _json(status.value),
+            _json(now),
+            _json(receipt.receipt_id if receipt else None),
+            *receipt_pairs,
+        )
+        return bool(changed)
+
+    def mark_issued(self, request_id: str, *, jti: str) -> bool:
+        return bool(self._run(self._mark_issued, [self._key("request", request_id)], request_id, _json(jti), jti))
+
+    def set_upstream(self, request_id: str, upstream: dict[str, Any]) -> None:
+        self._update(request_id, upstream=upstream)
+
+    def delete_request(self, request_id: str) -> None:
+        self._run(self._delete_request, [self._key("request", request_id)], request_id)
+
+    def get_receipt(self, receipt_id: str) -> ApprovalReceipt | None:
+        return _decode(ApprovalReceipt, self._redis.hgetall(self._key("receipt", receipt_id)))
+
+    def revoke_request(self, request_id: str) -> None:
+        self._update(request_id, revoked=True)
+
+    def _requests_due(self, zset: str, now: int) -> list[BackchannelRequest]:
+        """Requests of ``zset`` scored at most ``now``; entries whose record Redis has expired
+        are pruned on the way."""
+        key = self._prefix + zset
+        ids: list[str] = self._redis.zrangebyscore(key, "-inf", now)
+        found: list[BackchannelRequest] = []
+        gone: list[str] = []
+        for request_id, raw in zip(ids, self._hgetall_many([self._key("request", i) for i in ids]), strict=True):
+            request = _decode(BackchannelRequest, raw)
+            if request is None:
+                gone.append(request_id)
+            else:
+                found.append(request)
+        if gone:
+            self._redis.zrem(key, *gone)
+        return found
+
+    def expired_pending(self, *, now: int) -> list[BackchannelRequest]:
+        return [
+            r
+            for r in self._requests_due("pending", now)
+            if r.status is RequestStatus.PENDING and r.expires_at <= now and r.callback_state is CallbackState.NONE
+        ]
+
+    def pending_notifications(self, *, now: int) -> list[BackchannelRequest]:
+        # The same condition as the SQLite query, checked on the current record.
+        return [
+            r
+            for r in self._requests_due("notify", now)
+            if r.callback_state is CallbackState.NONE
+            and r.upstream.get("delivery") in ("ping", "push")
+            and (r.status in (RequestStatus.APPROVED, RequestStatus.DENIED) or r.expires_at <= now)
+        ]
+
+    # keycloak mode ------------------------------------------------------------------------
+    def upsert_user(self, user: User) -> None:
+        fields = _fields(user)
+        self._run(
+            self._upsert_user,
+            [self._key("user", user.user_id), self._key("username", user.username)],
+            user.user_id,
+            user.created_at,
+            fields["username"],
+            fields["display_name"],
+            fields["enabled"],
+            *_pairs(fields),
+        )
+
+    def _write_passkeys(self, user_id: str, passkeys: list[Passkey], *, replace: bool) -> None:
+        args: list[str | int] = ["1" if replace else "0"]
+        for passkey in passkeys:
+            fields = _fields(passkey)
+            args += [
+                _b64(passkey.credential_id),
+                passkey.user_id,
+                passkey.created_at,
+                fields["public_key"],
+                fields["sign_count"],
+                _json(fields),
+            ]
+        self._run(self._upsert_passkeys, [self._key("passkeys", user_id)], *args)
+
+    def upsert_passkey(self, passkey: Passkey) -> None:
+        self._write_passkeys(passkey.user_id, [passkey], replace=False)
+
+    def replace_passkeys(self, user_id: str, passkeys: list[Passkey]) -> None:
+        self._write_passkeys(user_id, passkeys, replace=True)
+
+    def add_intent(self, intent: Intent) -> None:
+        self._run(
+            self._add_intent,
+            [self._key("intent", intent.intent_id)],
+            self._ttl_ms(intent.expires_at, extra=self._retain),
+            *_pairs(_fields(intent)),
+        )
+
+    def take_intent(self, intent_id: str, *, now: int) -> Intent | None:
+        flat = self._run(self._take_intent, [self._key("intent", intent_id)], now)
+        if not flat:
+            return None
+        return _decode(Intent, dict(zip(flat[::2], flat[1::2], strict=True)))
+
+    def delete_intent(self, intent_id: str) -> None:
+        self._redis.delete(self._key("intent", intent_id))
+
+    def claim_callback(self, request_id: str) -> bool:
+        return bool(self._run(self._claim_callback, [self._key("request", request_id)], request_id))
+
+    def set_callback_state(self, request_id: str, state: CallbackState) -> None:
+        self._update(request_id, callback_state=state.value)
+
+    # single use, user codes -----------------------------------------------------------------
+    def use_once(self, key: str, *, expires_at: int, now: int) -> bool:
+        ttl = max(1, (expires_at - now + _CLOCK_SKEW) * 1000)
+        return bool(self._run(self._use_once, [self._key("once", key)], expires_at, now, ttl))
+
+    def set_user_code(self, user_id: str, code_hash: str | None) -> None:
+        if code_hash is None:
+            self._redis.delete(self._key("user_code", user_id))
+        else:
+            self._redis.set(self._key("user_code", user_id), code_hash)
+
+    def get_user_code(self, user_id: str) -> str | None:
+        code: str | None = self._redis.get(self._key("user_code", user_id))
+        return code
