@@ -57,26 +57,21 @@ class AuthenticatedClient:
     method: str  # "client_secret_basic", "client_secret_post", "private_key_jwt", "spiffe_jwt"
 
 
-def parse_basic(header: str, *, challenge: bool = True) -> tuple[str, str]:
-    """Client id and secret from ``Authorization: Basic``; InvalidClient (with a Basic
-    challenge unless ``challenge`` is false) when the header is not that."""
-    headers = _basic_challenge() if challenge else None
+def parse_basic(header: str) -> tuple[str, str]:
+    """Client id and secret from ``Authorization: Basic``; InvalidClient (which always carries
+    the Basic challenge) when the header is not that."""
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic" or not value:
-        raise InvalidClient("unsupported Authorization scheme; use Basic", headers=headers)
+        raise InvalidClient("unsupported Authorization scheme; use Basic")
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
-        raise InvalidClient("malformed Basic credentials", headers=headers) from None
+        raise InvalidClient("malformed Basic credentials") from None
     client_id, sep, secret = decoded.partition(":")
     if not sep:
-        raise InvalidClient("malformed Basic credentials", headers=headers)
+        raise InvalidClient("malformed Basic credentials")
     # RFC 6749 2.3.1: id and secret are form-urlencoded before Basic encoding.
     return unquote_plus(client_id), unquote_plus(secret)
-
-
-def _basic_challenge() -> dict[str, str]:
-    return {"WWW-Authenticate": 'Basic realm="ciba-service"'}
 
 
 def _assertion_client(*, settings: Settings, params: Params, context: AssertionContext) -> AuthenticatedClient:
@@ -164,13 +159,13 @@ def authenticate_client(
         client_id, secret = parse_basic(authorization)
         if form_id is not None and form_id != client_id:
             raise InvalidRequest("client_id parameter differs from the authenticated client")
-        method, challenge = "client_secret_basic", _basic_challenge()
+        method = "client_secret_basic"
     elif form_secret is not None:
         if form_id is None:
             raise InvalidRequest("client_secret given without client_id")
-        client_id, secret, method, challenge = form_id, form_secret, "client_secret_post", {}
+        client_id, secret, method = form_id, form_secret, "client_secret_post"
     else:
-        raise InvalidClient("client authentication is required", headers=_basic_challenge())
+        raise InvalidClient("client authentication is required")
     client = settings.client(client_id)
     uses_secret = client is not None and client.token_endpoint_auth_method in (
         "client_secret_basic",
@@ -179,5 +174,5 @@ def authenticate_client(
     stored = client.client_secret_hash if client is not None and uses_secret else ""
     valid = verify_secret(secret, stored or _DUMMY_HASH)
     if client is None or not uses_secret or not stored or not valid:
-        raise InvalidClient("client authentication failed", headers=challenge)
+        raise InvalidClient("client authentication failed")
     return AuthenticatedClient(client=client, method=method)

@@ -4,7 +4,7 @@ Exception hierarchy::
 
     OAuthError                      an error the OAuth/CIBA endpoints answer with
     ├── InvalidRequest              RFC 6749 5.2 / CIBA 13
-    ├── InvalidClient               401, WWW-Authenticate when Basic was used
+    ├── InvalidClient               401, always with WWW-Authenticate: Basic
     ├── UnauthorizedClient
     ├── InvalidScope
     ├── UnknownUserId               CIBA 13
@@ -44,6 +44,7 @@ __all__ = [
     "ApprovalNotFound",
     "AssertionRejected",
     "AuthorizationPending",
+    "CLIENT_CHALLENGE",
     "EnrollmentError",
     "ExpiredLoginHintToken",
     "ExpiredToken",
@@ -88,9 +89,23 @@ class InvalidRequest(OAuthError):
     error = "invalid_request"
 
 
+# The challenge every invalid_client answer carries. RFC 6749 5.2 requires it when the client
+# used Basic, and RFC 9110 11.6.1 requires a WWW-Authenticate on every 401: without one some
+# HTTP stacks treat the answer as malformed or retry blindly. No scheme is registered for
+# client_secret_post or client assertions (private_key_jwt, JWT-SVID), so those get Basic too:
+# it is the one scheme a client can retry this endpoint with.
+CLIENT_CHALLENGE = 'Basic realm="ciba-service"'
+
+
 class InvalidClient(OAuthError):
+    """401 ``invalid_client``, always with a ``WWW-Authenticate`` challenge (see
+    :data:`CLIENT_CHALLENGE`), whichever authentication method failed."""
+
     error = "invalid_client"
     status_code = 401
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": CLIENT_CHALLENGE, **super().headers()}
 
 
 class UnauthorizedClient(OAuthError):

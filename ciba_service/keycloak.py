@@ -227,7 +227,7 @@ def identify_client(params: Params, authorization: str | None) -> tuple[str, dic
     if authorization:
         if form_secret is not None:
             raise InvalidRequest("more than one client authentication method used")
-        client_id, _ = parse_basic(authorization, challenge=False)
+        client_id, _ = parse_basic(authorization)
         if form_id is not None and form_id != client_id:
             raise InvalidRequest("client_id parameter differs from the authenticated client")
         return client_id, {"Authorization": authorization}, {}

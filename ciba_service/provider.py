@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +59,7 @@ from .tokens import SigningKey, mint_access_token, mint_id_token
 
 log = logging.getLogger("ciba_service.provider")
 
-__all__ = ["Provider", "SLOW_DOWN_INCREMENT"]
+__all__ = ["SLOW_DOWN_INCREMENT", "AttemptLimiter", "InProcessAttemptLimiter", "Provider"]
 
 # CIBA 11 / RFC 8628 3.5: after slow_down "the interval MUST be increased by 5 seconds for
 # this and all subsequent requests".
@@ -78,6 +80,67 @@ class _StoreReplay(ReplayCache):
         if limit != 1:
             raise ValueError("the store records single use only")
         return self._store.use_once(f"dpop:{key}", expires_at=expires_at, now=self._now())
+
+
+class AttemptLimiter(ABC):
+    """Failed attempts per key within a window: the user_code guessing limit.
+
+    An attempt is reserved *before* the secret is checked and settled after, so concurrent
+    guesses (scrypt takes a while) cannot all pass the check and overshoot the limit."""
+
+    @abstractmethod
+    def acquire(self, key: str, *, now: int) -> bool:
+        """Reserve one attempt; False while ``key`` has used up its failures in the window."""
+
+    @abstractmethod
+    def release(self, key: str, *, now: int, failed: bool) -> None:
+        """Settle a reserved attempt; only a failure counts against ``key``."""
+
+
+class InProcessAttemptLimiter(AttemptLimiter):
+    """A sliding-window log of failures per key, in this process's memory.
+
+    Per process: N instances behind a load balancer allow up to N times the limit. Sharing it
+    needs an atomic windowed counter in the store (e.g. ``add_event(key, *, now, window,
+    limit) -> bool``: Redis ZADD/ZCOUNT in a MULTI or INCR+EXPIRE per bucket, a row count in
+    SQLite); ``Store.use_once`` only answers "first time or not", which cannot be read without
+    writing, so it cannot tell "blocked" without spending an attempt."""
+
+    def __init__(self, *, limit: int, window: int) -> None:
+        self._limit = limit
+        self._window = window
+        self._failures: dict[str, deque[int]] = {}
+        self._in_flight: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _live_failures(self, key: str, now: int) -> deque[int]:
+        failures = self._failures.get(key, deque())
+        while failures and failures[0] <= now - self._window:
+            failures.popleft()
+        return failures
+
+    def acquire(self, key: str, *, now: int) -> bool:
+        with self._lock:
+            failures = self._live_failures(key, now)
+            in_flight = self._in_flight.get(key, 0)
+            if len(failures) + in_flight >= self._limit:
+                return False
+            self._in_flight[key] = in_flight + 1
+            return True
+
+    def release(self, key: str, *, now: int, failed: bool) -> None:
+        with self._lock:
+            failures = self._live_failures(key, now)
+            if failed:
+                failures.append(now)
+            in_flight = self._in_flight.pop(key, 1) - 1
+            if in_flight > 0:
+                self._in_flight[key] = in_flight
+            # forget keys with nothing to remember, so memory follows the attackers, not the users
+            if failures:
+                self._failures[key] = failures
+            else:
+                self._failures.pop(key, None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,6 +178,9 @@ class Provider:
             SpiffeBundle.load(settings.spiffe_bundle_path, trust_domain=settings.spiffe_trust_domain)
             if settings.spiffe_bundle_path
             else None
+        )
+        self.user_code_attempts: AttemptLimiter = InProcessAttemptLimiter(
+            limit=settings.user_code_max_failures, window=settings.user_code_failure_window
         )
         self.sender = NotificationSender(timeout=settings.notification_timeout, attempts=settings.notification_attempts)
         # Deliveries run on their own threads so the user's Approve answers at once; tests
@@ -314,7 +380,22 @@ class Provider:
             return
         if user_code is None:
             raise MissingUserCode("this user requires a user_code")
-        if not verify_secret(user_code, stored):
+        # Online guessing: an agent that knows a username could try codes until one works (only
+        # scrypt's cost slows it). After user_code_max_failures wrong codes in the window the
+        # user's requests are refused *without checking the code*, so a blocked guess learns
+        # nothing, not even when it is right. Per user, not per client: a guesser with several
+        # clients gets no more tries. The price: a client can lock a user's requests for the
+        # window by guessing wrong on purpose; a success neither counts nor resets the count (a
+        # reset would hand a guesser a fresh budget whenever the real agent succeeds).
+        now = self.now()
+        if not self.user_code_attempts.acquire(user.user_id, now=now):
+            raise InvalidUserCode("too many failed user_code attempts for this user; attempts are temporarily blocked")
+        valid = False
+        try:
+            valid = verify_secret(user_code, stored)
+        finally:
+            self.user_code_attempts.release(user.user_id, now=now, failed=not valid)
+        if not valid:
             raise InvalidUserCode("user_code is not valid for this user")
 
     def set_user_code(self, user: User, code: str | None) -> None:

@@ -385,6 +385,8 @@ class FieldRule(enum.StrEnum):
     IGNORE = "ignore"  # display-only (a reason, a note): the RS knowingly does not act on it
 
 
+# Every integer up to 2**53 has an exact double (RFC 7493 2.2); beyond it doubles are rounded.
+_EXACT_DOUBLE = float(2**53)
 _DECIMAL = re.compile(r"-?\d{1,30}(\.\d{1,30})?")
 
 
@@ -397,7 +399,7 @@ def _quantity(value: Any) -> Decimal | None:
         # Beyond 2**53 a double no longer holds every integer (RFC 7493 2.2): the value the
         # issuer signed may have been rounded, up as well as down, by a JSON parser, so a
         # bound read from it could be wider than the one approved. Not a quantity.
-        return Decimal(value) if math.isfinite(value) and abs(value) <= 2**53 else None
+        return Decimal(value) if abs(value) <= _EXACT_DOUBLE else None  # NaN, inf: False
     if isinstance(value, str) and _DECIMAL.fullmatch(value):
         return Decimal(value)
     return None
@@ -432,6 +434,10 @@ def _same_json(a: Any, b: Any) -> bool:
         return a.keys() == b.keys() and all(_same_json(a[k], b[k]) for k in a)
     if isinstance(a, list):
         return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b, strict=True))
+    if type(a) is float and not abs(a) <= _EXACT_DOUBLE:
+        # Possibly rounded from what the issuer signed (an integer beyond 64 bits reads as a
+        # double): equal after rounding is not proof of equal as approved. NaN lands here too.
+        return False
     return bool(a == b)
 
 

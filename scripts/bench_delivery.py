@@ -78,13 +78,8 @@ def main() -> None:
             agent = CibaAgent(issuer=base, client_id=mode, client_secret=mode)
             samples = []
             for run in range(RUNS):
-                bearer = f"{mode}-{run}"
-                inbox.expect(bearer)
-                pending = agent.request(
-                    login_hint="alice",
-                    authorization_details=ACTION,
-                    binding_message=f"B-{run}",
-                    client_notification_token=bearer,
+                pending = agent.request(  # a fresh token, expected and bound by the inbox
+                    login_hint="alice", authorization_details=ACTION, binding_message=f"B-{run}", inbox=inbox
                 )
                 url = links.next()
                 device.approve(http, url, passkey)

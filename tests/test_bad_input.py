@@ -389,7 +389,7 @@ class Case:
     error: str | None = "invalid_request"  # None: success
     description: str | re.Pattern[str] | None = None
     world: str = "main"
-    # WWW-Authenticate: Basic expected; None means "when the answer is invalid_client to Basic"
+    # WWW-Authenticate: Basic expected; None means "when the answer is invalid_client"
     challenge: bool | None = None
     # the exact members of a success body (None: not checked)
     keys: frozenset[str] | None = frozenset({"auth_req_id", "expires_in", "interval"})
@@ -1821,8 +1821,9 @@ def test_bad_input(case: Case, request: pytest.FixtureRequest) -> None:
         assert case.description.fullmatch(body["error_description"]), body
     else:
         assert body["error_description"] == case.description, body
-    used_basic = (call.authorization or "").lower().startswith("basic ")
-    challenge = case.challenge if case.challenge is not None else (case.error == "invalid_client" and used_basic)
+    # RFC 9110 11.6.1 / RFC 6749 5.2: every 401 invalid_client carries the Basic challenge,
+    # whichever authentication method the client used.
+    challenge = case.challenge if case.challenge is not None else case.error == "invalid_client"
     if challenge:
         assert response.headers.get("www-authenticate") == BASIC_CHALLENGE
     else:

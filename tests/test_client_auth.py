@@ -1,9 +1,10 @@
 """Client authentication at the backchannel and token endpoints (RFC 6749 2.3.1, 5.2).
 
 Every failure asserts the exact status, ``{error, error_description}`` and headers: errors are
-never cached, and ``invalid_client`` carries a Basic challenge when the client used Basic
-(RFC 6749 5.2: "the authorization server MUST respond with an HTTP 401 ... and include the
-WWW-Authenticate response header field matching the authentication scheme used by the client").
+never cached, and every ``invalid_client`` 401 carries a Basic challenge, whichever method the
+client used (RFC 6749 5.2: "the authorization server MUST respond with an HTTP 401 ... and
+include the WWW-Authenticate response header field matching the authentication scheme used by
+the client"; RFC 9110 11.6.1: a 401 "MUST send a WWW-Authenticate header field").
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
+from ciba_service.client_auth import JWT_BEARER, JWT_SPIFFE
 from ciba_service.config import ClientConfig
 from ciba_service.security import hash_secret
 from ciba_service.service import build_provider
@@ -50,13 +52,12 @@ def assert_oauth_error(
     status: int,
     error: str,
     description: str,
-    basic_challenge: bool = False,
 ) -> None:
     assert response.status_code == status, response.text
     assert response.json() == {"error": error, "error_description": description}
     assert response.headers["cache-control"] == "no-store"
     assert response.headers["pragma"] == "no-cache"
-    if basic_challenge:
+    if status == 401:
         assert response.headers["www-authenticate"] == BASIC_CHALLENGE
     else:
         assert "www-authenticate" not in response.headers
@@ -160,7 +161,6 @@ def test_no_authentication_is_invalid_client(env: Env, endpoint: str, extra: dic
         status=401,
         error="invalid_client",
         description="client authentication is required",
-        basic_challenge=True,
     )
 
 
@@ -187,7 +187,6 @@ def test_bad_basic_credentials_are_invalid_client_with_challenge(
         status=401,
         error="invalid_client",
         description="client authentication failed",
-        basic_challenge=True,
     )
 
 
@@ -197,10 +196,11 @@ def test_bad_basic_credentials_are_invalid_client_with_challenge(
     [("unknown-agent", AGENT_SECRET), (AGENT_ID, "wrong-secret")],
     ids=["unknown-client", "wrong-secret"],
 )
-def test_bad_post_credentials_are_invalid_client_without_challenge(
+def test_bad_post_credentials_are_invalid_client_with_challenge(
     env: Env, endpoint: str, client_id: str, secret: str
 ) -> None:
-    # No Authorization header was used, so no Basic challenge is sent (as node-oidc-provider).
+    # No Authorization header was used, but a 401 without a challenge is malformed (RFC 9110
+    # 11.6.1); Basic is the scheme the client can retry with.
     response = env.client.post(endpoint, data=body_for(endpoint, client_id=client_id, client_secret=secret))
     assert_oauth_error(response, status=401, error="invalid_client", description="client authentication failed")
 
@@ -225,7 +225,44 @@ def _b64(raw: bytes) -> str:
 )
 def test_malformed_basic_header_is_invalid_client(env: Env, endpoint: str, header: str, description: str) -> None:
     response = env.client.post(endpoint, data=body_for(endpoint), headers={"Authorization": header})
-    assert_oauth_error(response, status=401, error="invalid_client", description=description, basic_challenge=True)
+    assert_oauth_error(response, status=401, error="invalid_client", description=description)
+
+
+def _unsigned_assertion(client_id: str) -> str:
+    # Well formed but for a client registered with a secret: refused before any key is looked up.
+    return jwt.encode({"iss": client_id, "sub": client_id, "aud": BASE, "exp": 2_000_000_000, "jti": "j"}, "k" * 32)
+
+
+@pytest.mark.parametrize("endpoint", [*ENDPOINTS, "/introspect"])
+@pytest.mark.parametrize(
+    ("credentials", "description"),
+    [
+        ({"client_id": "unknown-agent", "client_secret": AGENT_SECRET}, "client authentication failed"),
+        (
+            {"client_assertion_type": JWT_BEARER, "client_assertion": _unsigned_assertion(AGENT_ID)},
+            "client is not registered for private_key_jwt",
+        ),
+        (
+            {"client_id": AGENT_ID, "client_assertion_type": JWT_SPIFFE, "client_assertion": "x.y.z"},
+            "client is not registered for SPIFFE JWT-SVID authentication",
+        ),
+        ({}, "client authentication is required"),
+    ],
+    ids=["client_secret_post", "private_key_jwt", "spiffe_jwt", "none"],
+)
+def test_every_invalid_client_carries_a_challenge_whatever_the_method(
+    env: Env, endpoint: str, credentials: dict[str, str], description: str
+) -> None:
+    # RFC 9110 11.6.1: a 401 without WWW-Authenticate is malformed; no scheme is registered for
+    # client_secret_post or client assertions, so the challenge is Basic, what a client can retry.
+    data = {"token": "x"} if endpoint == "/introspect" else body_for(endpoint)
+    response = env.client.post(endpoint, data={**data, **credentials})
+    assert_oauth_error(response, status=401, error="invalid_client", description=description)
+
+
+def test_introspection_with_bad_basic_credentials_carries_the_challenge(env: Env) -> None:
+    response = env.client.post("/introspect", data={"token": "x"}, auth=(AGENT_ID, "wrong-secret"))
+    assert_oauth_error(response, status=401, error="invalid_client", description="client authentication failed")
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
@@ -321,7 +358,6 @@ def test_special_characters_not_urlencoded_in_basic_fail(special: tuple[TestClie
         status=401,
         error="invalid_client",
         description="client authentication failed",
-        basic_challenge=True,
     )
 
 

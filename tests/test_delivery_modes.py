@@ -103,13 +103,11 @@ def test_poll_mode_end_to_end(live: Live) -> None:
 
 def test_ping_mode_end_to_end(live: Live) -> None:
     agent = live.agent("ping")
-    live.inbox.expect("ping-bearer-1")
-    pending = agent.request(
-        login_hint="alice",
-        authorization_details=ACTION,
-        binding_message="PING-1",
-        client_notification_token="ping-bearer-1",
+    pending = agent.request(  # a fresh token, expected and bound by the inbox
+        login_hint="alice", authorization_details=ACTION, binding_message="PING-1", inbox=live.inbox
     )
+    assert pending.client_notification_token is not None
+    assert len(pending.client_notification_token) >= 43  # 256 bits
     with pytest.raises(AgentError) as info:
         agent.poll_once(pending.auth_req_id)
     assert info.value.error == "authorization_pending"
@@ -122,12 +120,12 @@ def test_ping_mode_end_to_end(live: Live) -> None:
 
 def test_push_mode_end_to_end(live: Live) -> None:
     agent = live.agent("push")
-    live.inbox.expect("push-bearer-1")
     pending = agent.request(
         login_hint="alice",
         authorization_details=ACTION,
         binding_message="PUSH-1",
         client_notification_token="push-bearer-1",
+        inbox=live.inbox,
     )
     assert pending.interval == 5  # the server sent no interval: push clients do not poll
     live.approve_latest()
@@ -147,12 +145,12 @@ def test_push_mode_end_to_end(live: Live) -> None:
 
 def test_push_denial_and_expiry_are_pushed_as_errors(live: Live) -> None:
     agent = live.agent("push")
-    live.inbox.expect("push-bearer-2")
     denied = agent.request(
         login_hint="alice",
         authorization_details=ACTION,
         binding_message="PUSH-2",
         client_notification_token="push-bearer-2",
+        inbox=live.inbox,
     )
     device.deny(live.http, live.next_approval_url())
     assert live.inbox.wait(denied.auth_req_id, timeout=5)["error"] == "access_denied"
@@ -161,8 +159,9 @@ def test_push_denial_and_expiry_are_pushed_as_errors(live: Live) -> None:
         login_hint="alice",
         authorization_details=ACTION,
         binding_message="PUSH-3",
-        client_notification_token="push-bearer-2",
+        client_notification_token="push-bearer-2",  # reused: bound to this request as well
         requested_expiry=1,
+        inbox=live.inbox,
     )
     pushed = live.inbox.wait(expiring.auth_req_id, timeout=10)  # the background sweep delivers it
     assert pushed == {
@@ -170,6 +169,28 @@ def test_push_denial_and_expiry_are_pushed_as_errors(live: Live) -> None:
         "error": "expired_token",
         "error_description": "the authentication request has expired",
     }
+
+
+def test_a_notification_carrying_another_requests_token_is_refused(live: Live) -> None:
+    # CIBA 10.2: the client_notification_token authenticates the callback for its request.
+    # Whoever learned request B's token (B's logs, B's endpoint) must not complete request A.
+    agent = live.agent("ping")
+    first = agent.request(login_hint="alice", authorization_details=ACTION, binding_message="A-1", inbox=live.inbox)
+    live.next_approval_url()
+    second = agent.request(login_hint="alice", authorization_details=ACTION, binding_message="B-1", inbox=live.inbox)
+    client = live.provider.settings.client("ping")
+    assert client is not None and client.backchannel_client_notification_endpoint is not None
+    forged = live.http.post(
+        client.backchannel_client_notification_endpoint,
+        json={"auth_req_id": first.auth_req_id},
+        headers={"Authorization": f"Bearer {second.client_notification_token}"},
+    )
+    assert forged.status_code == 401
+    with pytest.raises(TimeoutError):
+        live.inbox.wait(first.auth_req_id, timeout=0.5)
+    # the real notification for B, from the provider, still arrives
+    live.approve_latest()
+    assert live.inbox.wait(second.auth_req_id, timeout=5) == {"auth_req_id": second.auth_req_id}
 
 
 def test_ping_to_an_endpoint_that_refuses_is_recorded_not_retried(live: Live) -> None:

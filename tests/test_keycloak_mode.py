@@ -334,6 +334,8 @@ def test_keycloak_errors_pass_through_unchanged(kc_env: KcEnv) -> None:
         "error": "invalid_client",
         "error_description": "Invalid client or Invalid client credentials",
     }
+    # RFC 9110 11.6.1: the relayed 401 still carries a challenge
+    assert response.headers["www-authenticate"] == 'Basic realm="ciba-service"'
     assert kc_env.provider.store._db.execute("SELECT COUNT(*) FROM intents").fetchone()[0] == 0
 
 
@@ -509,6 +511,25 @@ def test_token_endpoint_passes_through(kc_env: KcEnv) -> None:
         "grant_type": CIBA,
         "auth_req_id": "kc-auth-req-id",
     }
+
+
+def test_token_endpoint_relays_a_401_with_a_challenge(kc_env: KcEnv) -> None:
+    kc_env.kc.router.post(f"{OIDC}/token").mock(
+        return_value=httpx.Response(401, json={"error": "invalid_client", "error_description": "bad secret"})
+    )
+    form = {"grant_type": CIBA, "auth_req_id": "kc-auth-req-id", "client_id": "agent-1", "client_secret": "nope"}
+    response = kc_env.client.post("/token", data=form)
+    assert response.status_code == 401
+    assert response.json() == {"error": "invalid_client", "error_description": "bad secret"}
+    assert response.headers["www-authenticate"] == 'Basic realm="ciba-service"'
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_missing_client_authentication_in_keycloak_mode_carries_a_challenge(kc_env: KcEnv) -> None:
+    response = kc_env.client.post("/bc-authorize", data={"scope": "openid", "login_hint": "alice"})
+    assert response.status_code == 401
+    assert response.json() == {"error": "invalid_client", "error_description": "client authentication is required"}
+    assert response.headers["www-authenticate"] == 'Basic realm="ciba-service"'
 
 
 def test_a_user_without_passkey_gets_a_precise_error_not_a_503(kc_env: KcEnv) -> None:

@@ -267,17 +267,21 @@ def test_max_rule_on_a_nested_amount(amount: Any, covered: bool) -> None:
     assert action_matches(PAYMENT, action, rules=AMOUNT_RULES) is covered
 
 
-def test_max_rule_refuses_a_bound_too_large_for_a_double() -> None:
+def test_doubles_beyond_two_to_the_53_cover_nothing() -> None:
     # A JSON number above 2**53 parses to a rounded double (orjson turns integers beyond 64
-    # bits into doubles): 2**64 + 1 reads as 2**64 + 2048 at worst, so the bound a verifier
-    # compares with could be wider than the one signed. Such a bound covers nothing.
-    entry = {"type": "quota", "actions": ["raise"], "limit": float(2**64 + 1)}
+    # bits into doubles): 2**64 + 1 and 2**64 read alike, so a bound the verifier compares with
+    # could be wider than the one signed, and "equal" could hold for a value never approved.
+    big = float(2**64 + 1)
+    assert big == float(2**64)
+    entry = {"type": "quota", "actions": ["raise"], "limit": big}
     rules = {"limit": FieldRule.MAX}
-    assert not action_matches(
-        entry, RequestedAction(type="quota", actions=["raise"], fields={"limit": 5.0}), rules=rules
-    )
-    exact = {**entry, "limit": float(2**53)}
-    assert action_matches(exact, RequestedAction(type="quota", actions=["raise"], fields={"limit": 5.0}), rules=rules)
+    five = RequestedAction(type="quota", actions=["raise"], fields={"limit": 5.0})
+    assert not action_matches(entry, five, rules=rules)
+    assert action_matches({**entry, "limit": float(2**53)}, five, rules=rules)
+    same_double = RequestedAction(type="quota", actions=["raise"], fields={"limit": float(2**64)})
+    assert not action_matches(entry, same_double)
+    small = RequestedAction(type="quota", actions=["raise"], fields={"limit": 2.5})
+    assert action_matches({**entry, "limit": 2.5}, small)
 
 
 def test_rules_cover_only_their_path() -> None:

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import content_type_conformance, not_a_server_error, response_schema_conformance
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+)
 
 from ciba_service.service import build_provider
 from ciba_service.web.app import create_app
@@ -24,4 +29,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_server_errors_and_schema_conformance(case: schemathesis.Case) -> None:
-    case.call_and_validate(checks=[not_a_server_error, response_schema_conformance, content_type_conformance])
+    # response_headers_conformance: every 401 must carry its documented WWW-Authenticate (RFC 9110 11.6.1)
+    case.call_and_validate(
+        checks=[not_a_server_error, response_schema_conformance, content_type_conformance, response_headers_conformance]
+    )

@@ -15,7 +15,7 @@ from fastapi import BackgroundTasks, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import ApprovalError, InvalidRequest, OAuthError
+from ..errors import CLIENT_CHALLENGE, ApprovalError, InvalidRequest, OAuthError
 from ..keycloak import ChannelError, KeycloakProvider
 from ..params import Params
 from ..provider import Provider
@@ -38,6 +38,13 @@ _PAGE_HEADERS = {
 }
 _MAX_FORM_BYTES = 64 * 1024
 _MAX_CHANNEL_BYTES = 16 * 1024
+
+
+def _passthrough_headers(status: int) -> dict[str, str]:
+    """Headers for an answer relayed from Keycloak (keycloak mode). Its challenge is not passed
+    through, so a 401 from it (invalid_client) gets ours: every 401 must carry one (RFC 9110
+    11.6.1, RFC 6749 5.2), or clients cannot tell how to retry."""
+    return {**_NO_STORE, "WWW-Authenticate": CLIENT_CHALLENGE} if status == 401 else _NO_STORE
 
 
 def _static(name: str) -> str:
@@ -219,13 +226,15 @@ def create_app(provider: Provider) -> FastAPI:
         result = await offload(provider.backchannel_authenticate)(params, request.headers.get("authorization"))
         if result.notice is not None:
             tasks.add_task(provider.notifier.notify, result.notice)
-        return JSONResponse(result.response, status_code=result.status_code, headers=_NO_STORE)
+        return JSONResponse(
+            result.response, status_code=result.status_code, headers=_passthrough_headers(result.status_code)
+        )
 
     @app.post("/token", openapi_extra=openapi.TOKEN)
     async def token(request: Request, params: FormParams) -> JSONResponse:
         if isinstance(provider, KeycloakProvider):
             status, body = await offload(provider.passthrough_token)(params, request.headers.get("authorization"))
-            return JSONResponse(body, status_code=status, headers=_NO_STORE)
+            return JSONResponse(body, status_code=status, headers=_passthrough_headers(status))
         body = await offload(provider.token)(
             params, request.headers.get("authorization"), request.headers.getlist("dpop")
         )

@@ -28,9 +28,18 @@ def _form(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
     }
 
 
+# Every 401 (invalid_client) carries the Basic challenge, whatever the method (errors.CLIENT_CHALLENGE).
+_CHALLENGE = {"WWW-Authenticate": {"required": True, "schema": {"type": "string", "pattern": "^Basic realm="}}}
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     return {
-        str(code): {"description": "OAuth error", "content": {"application/json": {"schema": _ERROR}}} for code in codes
+        str(code): {
+            "description": "OAuth error",
+            "content": {"application/json": {"schema": _ERROR}},
+            **({"headers": _CHALLENGE} if code == 401 else {}),
+        }
+        for code in codes
     }
 
 

@@ -1,0 +1,163 @@
+"""CIBA 7.1 ``user_code``, and the limit on guessing it online: after
+``user_code_max_failures`` wrong codes for a user within ``user_code_failure_window`` seconds,
+that user's requests are refused without the code being checked."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ciba_service import provider as provider_mod
+from ciba_service.provider import InProcessAttemptLimiter
+from ciba_service.service import build_provider
+from ciba_service.softauthn import SoftAuthenticator
+from ciba_service.web.app import create_app
+from tests.conftest import ACTION, AGENT_ID, AGENT_SECRET, BASE, Clock, Env, RecordingNotifier, enroll, make_settings
+
+WRONG = "user_code is not valid for this user"
+BLOCKED = "too many failed user_code attempts for this user; attempts are temporarily blocked"
+
+
+def _env(tmp_path: Path, **overrides: Any) -> Iterator[Env]:
+    clock = Clock()
+    settings = make_settings(tmp_path, backchannel_user_code_parameter_supported=True, **overrides)
+    notifier = RecordingNotifier()
+    provider = build_provider(settings, notifier=notifier, clock=clock)
+    authenticator = SoftAuthenticator()
+    with TestClient(create_app(provider), base_url=BASE) as client:
+        for name, code in (("alice", "4711"), ("bob", "0815")):
+            enroll(provider, client, name, authenticator)
+            user = provider.store.find_user(name)
+            assert user is not None
+            provider.set_user_code(user, code)
+        yield Env(
+            provider=provider,
+            client=client,
+            clock=clock,
+            notifier=notifier,
+            authenticator=authenticator,
+            settings=settings,
+        )
+    provider.store.close()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    yield from _env(tmp_path)
+
+
+def request(env: Env, code: str, *, user: str = "alice") -> Any:
+    body = {
+        "scope": "openid",
+        "login_hint": user,
+        "binding_message": "BM-1",
+        "authorization_details": json.dumps(ACTION),
+        "user_code": code,
+    }
+    return env.client.post("/bc-authorize", data=body, auth=(AGENT_ID, AGENT_SECRET))
+
+
+def assert_refused(response: Any, description: str) -> None:
+    assert response.status_code == 400, response.text
+    assert response.json() == {"error": "invalid_user_code", "error_description": description}
+
+
+def fail(env: Env, times: int, *, user: str = "alice") -> None:
+    for _ in range(times):
+        assert_refused(request(env, "0000", user=user), WRONG)
+
+
+@pytest.fixture
+def verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every user_code the provider checks against a stored hash."""
+    seen: list[str] = []
+    real: Callable[[str, str], bool] = provider_mod.verify_secret
+
+    def counting(secret: str, stored: str) -> bool:
+        seen.append(secret)
+        return real(secret, stored)
+
+    monkeypatch.setattr(provider_mod, "verify_secret", counting)
+    return seen
+
+
+def test_the_right_code_is_refused_while_blocked(env: Env, verifications: list[str]) -> None:
+    fail(env, 5)
+    verifications.clear()
+    # the right code and a wrong one get the same answer: a blocked guess learns nothing...
+    assert_refused(request(env, "4711"), BLOCKED)
+    assert_refused(request(env, "1234"), BLOCKED)
+    # ...and the code is not even checked (no oracle, no scrypt work for the guesser)
+    assert verifications == []
+    assert len(env.notifier.notices) == 0  # the user is not bothered either
+
+
+def test_after_the_window_the_right_code_works(env: Env) -> None:
+    fail(env, 5)
+    env.clock.advance(899)
+    assert_refused(request(env, "4711"), BLOCKED)
+    env.clock.advance(1)
+    assert request(env, "4711").status_code == 200
+
+
+def test_the_window_slides(env: Env) -> None:
+    fail(env, 1)
+    env.clock.advance(600)
+    fail(env, 4)
+    assert_refused(request(env, "4711"), BLOCKED)
+    env.clock.advance(300)  # the first failure has aged out: one more try
+    fail(env, 1)
+    assert_refused(request(env, "4711"), BLOCKED)
+    env.clock.advance(600)  # the burst of four has aged out; one failure remains
+    assert request(env, "4711").status_code == 200
+
+
+def test_a_success_does_not_count_nor_reset(env: Env) -> None:
+    fail(env, 4)
+    for _ in range(3):
+        assert request(env, "4711").status_code == 200
+    # successes left the count at 4: the fifth failure blocks (a reset would have allowed 5 more)
+    fail(env, 1)
+    assert_refused(request(env, "4711"), BLOCKED)
+
+
+def test_other_users_are_unaffected(env: Env) -> None:
+    fail(env, 5)
+    assert_refused(request(env, "4711"), BLOCKED)
+    assert request(env, "0815", user="bob").status_code == 200
+    assert_refused(request(env, "0000", user="bob"), WRONG)
+
+
+def test_a_missing_code_is_not_a_guess(env: Env) -> None:
+    body = {"scope": "openid", "login_hint": "alice", "authorization_details": json.dumps(ACTION)}
+    for _ in range(6):
+        response = env.client.post("/bc-authorize", data=body, auth=(AGENT_ID, AGENT_SECRET))
+        assert response.json()["error"] == "missing_user_code"
+    assert request(env, "4711").status_code == 200
+
+
+def test_the_limit_and_window_are_configurable(tmp_path: Path) -> None:
+    for env in _env(tmp_path, user_code_max_failures=2, user_code_failure_window=60):
+        fail(env, 2)
+        assert_refused(request(env, "4711"), BLOCKED)
+        env.clock.advance(60)
+        assert request(env, "4711").status_code == 200
+
+
+def test_concurrent_guesses_cannot_overshoot_the_limit() -> None:
+    # An attempt is reserved before the (slow) check: five guesses in flight use up the budget.
+    limiter = InProcessAttemptLimiter(limit=5, window=900)
+    assert all(limiter.acquire("u", now=0) for _ in range(5))
+    assert not limiter.acquire("u", now=0)
+    assert limiter.acquire("other", now=0)
+    limiter.release("u", now=1, failed=False)  # a success frees its slot
+    assert limiter.acquire("u", now=1)
+    for _ in range(5):
+        limiter.release("u", now=2, failed=True)
+    assert not limiter.acquire("u", now=901)
+    assert limiter.acquire("u", now=902)
