@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +57,7 @@ from .tokens import SigningKey, mint_access_token, mint_id_token
 
 log = logging.getLogger("ciba_service.provider")
 
-__all__ = ["SLOW_DOWN_INCREMENT", "AttemptLimiter", "InProcessAttemptLimiter", "Provider"]
+__all__ = ["SLOW_DOWN_INCREMENT", "AttemptLimiter", "Provider"]
 
 # CIBA 11 / RFC 8628 3.5: after slow_down "the interval MUST be increased by 5 seconds for
 # this and all subsequent requests".
@@ -82,65 +80,33 @@ class _StoreReplay(ReplayCache):
         return self._store.use_once(f"dpop:{key}", expires_at=expires_at, now=self._now())
 
 
-class AttemptLimiter(ABC):
-    """Failed attempts per key within a window: the user_code guessing limit.
+class AttemptLimiter:
+    """Failed attempts per key within a sliding window, kept in the store, so every instance
+    sharing the store enforces one limit together: the user_code guessing limit.
 
-    An attempt is reserved *before* the secret is checked and settled after, so concurrent
-    guesses (scrypt takes a while) cannot all pass the check and overshoot the limit."""
+    An attempt is recorded *before* the secret is checked (``acquire``) and forgotten after
+    if it succeeded (``release``), so concurrent guesses (scrypt takes a while) cannot all
+    pass the check and overshoot the limit, and a process dying mid-check leaves a counted
+    failure (fails closed)."""
 
-    @abstractmethod
-    def acquire(self, key: str, *, now: int) -> bool:
-        """Reserve one attempt; False while ``key`` has used up its failures in the window."""
-
-    @abstractmethod
-    def release(self, key: str, *, now: int, failed: bool) -> None:
-        """Settle a reserved attempt; only a failure counts against ``key``."""
-
-
-class InProcessAttemptLimiter(AttemptLimiter):
-    """A sliding-window log of failures per key, in this process's memory.
-
-    Per process: N instances behind a load balancer allow up to N times the limit. Sharing it
-    needs an atomic windowed counter in the store (e.g. ``add_event(key, *, now, window,
-    limit) -> bool``: Redis ZADD/ZCOUNT in a MULTI or INCR+EXPIRE per bucket, a row count in
-    SQLite); ``Store.use_once`` only answers "first time or not", which cannot be read without
-    writing, so it cannot tell "blocked" without spending an attempt."""
-
-    def __init__(self, *, limit: int, window: int) -> None:
+    def __init__(self, store: Store, *, limit: int, window: int, namespace: str) -> None:
+        self._store = store
         self._limit = limit
         self._window = window
-        self._failures: dict[str, deque[int]] = {}
-        self._in_flight: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._namespace = namespace
 
-    def _live_failures(self, key: str, now: int) -> deque[int]:
-        failures = self._failures.get(key, deque())
-        while failures and failures[0] <= now - self._window:
-            failures.popleft()
-        return failures
+    def acquire(self, key: str, *, now: int) -> str | None:
+        """Record one attempt; its id, or None while ``key`` has used up its attempts."""
+        attempt_id = new_id(16)
+        reserved = self._store.reserve_attempt(
+            f"{self._namespace}:{key}", attempt_id=attempt_id, now=now, window=self._window, limit=self._limit
+        )
+        return attempt_id if reserved else None
 
-    def acquire(self, key: str, *, now: int) -> bool:
-        with self._lock:
-            failures = self._live_failures(key, now)
-            in_flight = self._in_flight.get(key, 0)
-            if len(failures) + in_flight >= self._limit:
-                return False
-            self._in_flight[key] = in_flight + 1
-            return True
-
-    def release(self, key: str, *, now: int, failed: bool) -> None:
-        with self._lock:
-            failures = self._live_failures(key, now)
-            if failed:
-                failures.append(now)
-            in_flight = self._in_flight.pop(key, 1) - 1
-            if in_flight > 0:
-                self._in_flight[key] = in_flight
-            # forget keys with nothing to remember, so memory follows the attackers, not the users
-            if failures:
-                self._failures[key] = failures
-            else:
-                self._failures.pop(key, None)
+    def release(self, key: str, attempt_id: str, *, failed: bool) -> None:
+        """Settle an attempt: a failure stays counted, a success is forgotten."""
+        if not failed:
+            self._store.cancel_attempt(f"{self._namespace}:{key}", attempt_id=attempt_id)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,8 +145,11 @@ class Provider:
             if settings.spiffe_bundle_path
             else None
         )
-        self.user_code_attempts: AttemptLimiter = InProcessAttemptLimiter(
-            limit=settings.user_code_max_failures, window=settings.user_code_failure_window
+        self.user_code_attempts = AttemptLimiter(
+            self.store,
+            limit=settings.user_code_max_failures,
+            window=settings.user_code_failure_window,
+            namespace="user_code",
         )
         self.sender = NotificationSender(timeout=settings.notification_timeout, attempts=settings.notification_attempts)
         # Deliveries run on their own threads so the user's Approve answers at once; tests
@@ -388,13 +357,14 @@ class Provider:
         # window by guessing wrong on purpose; a success neither counts nor resets the count (a
         # reset would hand a guesser a fresh budget whenever the real agent succeeds).
         now = self.now()
-        if not self.user_code_attempts.acquire(user.user_id, now=now):
+        attempt = self.user_code_attempts.acquire(user.user_id, now=now)
+        if attempt is None:
             raise InvalidUserCode("too many failed user_code attempts for this user; attempts are temporarily blocked")
         valid = False
         try:
             valid = verify_secret(user_code, stored)
         finally:
-            self.user_code_attempts.release(user.user_id, now=now, failed=not valid)
+            self.user_code_attempts.release(user.user_id, attempt, failed=not valid)
         if not valid:
             raise InvalidUserCode("user_code is not valid for this user")
 

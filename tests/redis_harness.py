@@ -12,11 +12,12 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import redis
 
-__all__ = ["REDIS_SERVER", "fresh_prefix", "free_port", "redis_url"]
+__all__ = ["REDIS_SERVER", "fresh_prefix", "free_port", "redis_url", "running_redis"]
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -33,8 +34,9 @@ def fresh_prefix() -> str:
     return f"test-{uuid.uuid4().hex[:12]}:"
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
+@contextmanager
+def running_redis() -> Iterator[str]:
+    """A redis-server of its own, without persistence; its URL while it runs."""
     port = free_port()
     process = subprocess.Popen(
         [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -58,3 +60,9 @@ def redis_url() -> Iterator[str]:
         client.close()
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with running_redis() as url:
+        yield url

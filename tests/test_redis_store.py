@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from ciba_service.config import Settings
 from ciba_service.store import CallbackState, Enrollment, RedisStore, RequestStatus, Store
 from tests.conftest import Clock, make_settings, open_env
-from tests.redis_harness import fresh_prefix
+from tests.redis_harness import fresh_prefix, running_redis
 from tests.test_store import NOW, intent, passkey, ping, receipt, request, user
 
 RETAIN = 3600
@@ -173,6 +173,8 @@ def _attempt(store: Store, op: str, n: int) -> bool:
         return store.take_intent("i1", now=NOW) is not None
     if op == "use_once":
         return store.use_once("jti", expires_at=NOW + 60, now=NOW)
+    if op == "reserve_attempt":  # the last guess left: one instance gets it
+        return store.reserve_attempt("user_code:u1", attempt_id=f"a{n}", now=NOW, window=900, limit=1)
     raise AssertionError(op)
 
 
@@ -190,7 +192,16 @@ def _check_winner(store: Store, op: str, winner: int, attempts: int) -> None:
         assert found is not None and found.sign_count == winner + 1
 
 
-OPS = ["decide", "mark_issued", "update_sign_count", "consume_enrollment", "claim_callback", "take_intent", "use_once"]
+OPS = [
+    "decide",
+    "mark_issued",
+    "update_sign_count",
+    "consume_enrollment",
+    "claim_callback",
+    "take_intent",
+    "use_once",
+    "reserve_attempt",
+]
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -294,3 +305,16 @@ def test_decision_on_one_instance_is_delivered_by_one(redis_url: str, store: Red
     found = store.get_request("r1")
     assert found is not None and found.callback_state is CallbackState.SENT
     other.close()
+
+
+def test_redis_down_is_503_temporarily_unavailable_and_nothing_half_done(tmp_path: Path) -> None:
+    with running_redis() as url:
+        settings = make_settings(tmp_path, store="redis", redis_url=url, redis_prefix=fresh_prefix())
+        with open_env(settings) as env:
+            auth_req_id = env.bc_authorize().json()["auth_req_id"]
+            redis.Redis.from_url(url).shutdown(nosave=True)
+            for response in (env.token(auth_req_id), env.bc_authorize()):
+                assert response.status_code == 503
+                assert response.json()["error"] == "temporarily_unavailable"
+                assert response.headers["retry-after"] == "5"
+                assert response.headers["cache-control"] == "no-store"

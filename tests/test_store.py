@@ -416,6 +416,21 @@ def test_use_once(store: Store) -> None:
     assert store.use_once("jti-1", expires_at=NOW + 120, now=NOW + 61) is False
 
 
+def test_attempts_are_limited_in_a_sliding_window(store: Store) -> None:
+    def reserve(attempt_id: str, now: int, key: str = "user_code:u1") -> bool:
+        return store.reserve_attempt(key, attempt_id=attempt_id, now=now, window=900, limit=3)
+
+    assert [reserve(f"a{n}", NOW + n) for n in range(4)] == [True, True, True, False]
+    assert reserve("other", NOW, key="user_code:u2") is True  # per key
+    store.cancel_attempt("user_code:u1", attempt_id="a1")  # a success is forgotten
+    assert reserve("a4", NOW + 10) is True
+    assert reserve("a5", NOW + 10) is False
+    assert reserve("a6", NOW + 899) is False  # a0 (at NOW) is still inside the window
+    assert reserve("a7", NOW + 900) is True  # ... and out of it now
+    assert reserve("a8", NOW + 900) is False
+    store.cancel_attempt("user_code:u1", attempt_id="never-recorded")  # harmless
+
+
 def test_intent_is_taken_once(store: Store) -> None:
     store.add_intent(intent())
     assert store.take_intent("i1", now=NOW) == intent()

@@ -13,11 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ciba_service import provider as provider_mod
-from ciba_service.provider import InProcessAttemptLimiter
+from ciba_service.provider import AttemptLimiter
 from ciba_service.service import build_provider
 from ciba_service.softauthn import SoftAuthenticator
+from ciba_service.store import SQLiteStore
 from ciba_service.web.app import create_app
 from tests.conftest import ACTION, AGENT_ID, AGENT_SECRET, BASE, Clock, Env, RecordingNotifier, enroll, make_settings
+from tests.redis_harness import fresh_prefix
 
 WRONG = "user_code is not valid for this user"
 BLOCKED = "too many failed user_code attempts for this user; attempts are temporarily blocked"
@@ -149,15 +151,43 @@ def test_the_limit_and_window_are_configurable(tmp_path: Path) -> None:
         assert request(env, "4711").status_code == 200
 
 
-def test_concurrent_guesses_cannot_overshoot_the_limit() -> None:
-    # An attempt is reserved before the (slow) check: five guesses in flight use up the budget.
-    limiter = InProcessAttemptLimiter(limit=5, window=900)
-    assert all(limiter.acquire("u", now=0) for _ in range(5))
-    assert not limiter.acquire("u", now=0)
-    assert limiter.acquire("other", now=0)
-    limiter.release("u", now=1, failed=False)  # a success frees its slot
-    assert limiter.acquire("u", now=1)
-    for _ in range(5):
-        limiter.release("u", now=2, failed=True)
-    assert not limiter.acquire("u", now=901)
-    assert limiter.acquire("u", now=902)
+def test_guesses_in_flight_use_up_the_budget(tmp_path: Path) -> None:
+    # An attempt is recorded before the (slow) check: five guesses in flight use up the budget,
+    # and only a success is forgotten.
+    store = SQLiteStore(tmp_path / "s.sqlite3")
+    limiter = AttemptLimiter(store, limit=5, window=900, namespace="user_code")
+    attempts = [limiter.acquire("u", now=0) for _ in range(5)]
+    assert None not in attempts
+    assert limiter.acquire("u", now=0) is None
+    assert limiter.acquire("other", now=0) is not None
+    limiter.release("u", str(attempts[0]), failed=False)  # a success frees its slot
+    retry = limiter.acquire("u", now=1)
+    assert retry is not None
+    for attempt in [*attempts[1:], retry]:
+        limiter.release("u", str(attempt), failed=True)
+    assert limiter.acquire("u", now=899) is None  # five failures, at 0 and 1, in the window
+    assert limiter.acquire("u", now=900) is not None  # the four at 0 have left it
+    store.close()
+
+
+def test_the_limit_holds_across_instances_sharing_redis(tmp_path: Path, redis_url: str) -> None:
+    # Guessing on several instances behind a load balancer gets no more tries than on one.
+    shared = {"store": "redis", "redis_url": redis_url, "redis_prefix": fresh_prefix()}
+    for a in _env(tmp_path, **shared):  # enrolls alice with her code in the shared store
+        other = build_provider(a.settings, notifier=RecordingNotifier(), clock=a.clock)
+        with TestClient(create_app(other), base_url=BASE) as client:
+            b = Env(
+                provider=other,
+                client=client,
+                clock=a.clock,
+                notifier=RecordingNotifier(),
+                authenticator=a.authenticator,
+                settings=a.settings,
+            )
+            fail(a, 3)
+            fail(b, 2)
+            assert_refused(request(a, "4711"), BLOCKED)
+            assert_refused(request(b, "4711"), BLOCKED)
+            a.clock.advance(900)
+            assert request(b, "4711").status_code == 200
+        other.store.close()

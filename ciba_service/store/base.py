@@ -227,6 +227,16 @@ class Store(ABC):
         """Record ``key`` until ``expires_at``; False if it was recorded before (a replay)."""
 
     @abstractmethod
+    def reserve_attempt(self, key: str, *, attempt_id: str, now: int, window: int, limit: int) -> bool:
+        """Atomically: forget attempts on ``key`` older than ``window`` seconds, then record
+        ``attempt_id`` at ``now`` unless ``limit`` attempts remain; False when none was
+        recorded. Shared by every instance on the store (online guessing limits)."""
+
+    @abstractmethod
+    def cancel_attempt(self, key: str, *, attempt_id: str) -> None:
+        """Forget one recorded attempt (it turned out not to count)."""
+
+    @abstractmethod
     def set_user_code(self, user_id: str, code_hash: str | None) -> None: ...
 
     @abstractmethod

@@ -348,6 +348,17 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
 return 1
 """
 
+# KEYS[1] the attempts (a sorted set: attempt id scored by time); ARGV[2] attempt id, ARGV[3] now,
+# ARGV[4] window, ARGV[5] limit. Prune, count and add in one script, so instances guessing at
+# once cannot all see "one attempt left" and all proceed.
+_RESERVE_ATTEMPT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]) + 60)
+return 1
+"""
+
 
 # encoding -------------------------------------------------------------------------------------
 _Record = User | Passkey | Enrollment | BackchannelRequest | ApprovalReceipt | Intent
@@ -442,6 +453,7 @@ class RedisStore(Store):
         self._add_intent = script(_ADD_INTENT)
         self._take_intent = script(_TAKE_INTENT)
         self._use_once = script(_USE_ONCE)
+        self._reserve_attempt = script(_RESERVE_ATTEMPT)
 
     @classmethod
     def from_url(
@@ -727,6 +739,13 @@ class RedisStore(Store):
     def use_once(self, key: str, *, expires_at: int, now: int) -> bool:
         ttl = max(1, (expires_at - now + _CLOCK_SKEW) * 1000)
         return bool(self._run(self._use_once, [self._key("once", key)], expires_at, now, ttl))
+
+    def reserve_attempt(self, key: str, *, attempt_id: str, now: int, window: int, limit: int) -> bool:
+        attempts = self._key("attempts", key)
+        return bool(self._run(self._reserve_attempt, [attempts], attempt_id, now, window, limit))
+
+    def cancel_attempt(self, key: str, *, attempt_id: str) -> None:
+        self._redis.zrem(self._key("attempts", key), attempt_id)
 
     def set_user_code(self, user_id: str, code_hash: str | None) -> None:
         if code_hash is None:

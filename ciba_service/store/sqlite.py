@@ -75,6 +75,12 @@ CREATE TABLE IF NOT EXISTS used_once (
     key TEXT PRIMARY KEY,
     expires_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS attempts (
+    key TEXT NOT NULL,
+    attempt_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (key, attempt_id)
+);
 CREATE TABLE IF NOT EXISTS user_codes (
     user_id TEXT PRIMARY KEY REFERENCES users(user_id),
     code_hash TEXT NOT NULL
@@ -521,6 +527,27 @@ class SQLiteStore(Store):
             except sqlite3.IntegrityError:
                 return False
         return True
+
+    def reserve_attempt(self, key: str, *, attempt_id: str, now: int, window: int, limit: int) -> bool:
+        with self._lock:
+            # BEGIN IMMEDIATE takes the write lock first: another process on the same file
+            # cannot count between our count and our insert.
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM attempts WHERE key = ? AND at <= ?", (key, now - window))
+                (count,) = self._db.execute("SELECT COUNT(*) FROM attempts WHERE key = ?", (key,)).fetchone()
+                if count >= limit:
+                    self._db.execute("COMMIT")
+                    return False
+                self._db.execute("INSERT INTO attempts VALUES (?, ?, ?)", (key, attempt_id, now))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return True
+
+    def cancel_attempt(self, key: str, *, attempt_id: str) -> None:
+        self._exec("DELETE FROM attempts WHERE key = ? AND attempt_id = ?", (key, attempt_id))
 
     def set_user_code(self, user_id: str, code_hash: str | None) -> None:
         if code_hash is None:

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated, Any
 
+import redis
 from fastapi import BackgroundTasks, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -196,6 +197,15 @@ def create_app(provider: Provider) -> FastAPI:
     async def _oauth_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, OAuthError)
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
+
+    @app.exception_handler(redis.ConnectionError)
+    @app.exception_handler(redis.TimeoutError)
+    async def _store_unreachable(_: Request, exc: Exception) -> Response:
+        # The shared store (Redis) is down or too slow: nothing was decided or issued (every
+        # guarded step is one atomic script), so the caller may retry; a 500 would read as a bug.
+        logging.getLogger("ciba_service").error("store unreachable: %s", exc)
+        body = {"error": "temporarily_unavailable", "error_description": "the service's store cannot be reached; retry"}
+        return JSONResponse(body, status_code=503, headers={**_NO_STORE, "Retry-After": "5"})
 
     @app.exception_handler(ApprovalError)
     async def _approval_error(_: Request, exc: Exception) -> Response:
