@@ -205,15 +205,17 @@ class CibaAgent:
         return dict(token)
 
     def resource_headers(
-        self, access_token: str, *, method: str, url: str, token_type: str = "Bearer"
+        self, access_token: str, *, method: str, url: str, token_type: str = "Bearer", nonce: str | None = None
     ) -> dict[str, str]:
         """Headers for calling a resource server with ``access_token``: ``Bearer``, or for a
-        DPoP-bound token the ``DPoP`` scheme and a fresh proof for this method and URL."""
+        DPoP-bound token the ``DPoP`` scheme and a fresh proof for this method and URL.
+        ``nonce``: the server's last ``DPoP-Nonce`` (RFC 9449 9; on ``use_dpop_nonce``, retry
+        once with the nonce of that answer)."""
         if token_type.lower() != "dpop":
             return {"Authorization": f"Bearer {access_token}"}
         if self.dpop_key is None:
             raise ValueError("a DPoP-bound token needs the agent's DPoP key")
-        proof = dpop.create_proof(self.dpop_key, method, url, access_token=access_token)
+        proof = dpop.create_proof(self.dpop_key, method, url, access_token=access_token, nonce=nonce)
         return {"Authorization": f"DPoP {access_token}", "DPoP": proof}
 
     def wait(

@@ -10,6 +10,8 @@ that binds tokens to the agent's key (``cnf.jkt``):
   :class:`DPoPProofError` (``error = "invalid_dpop_proof"``) or :class:`UseDPoPNonce`
   (``"use_dpop_nonce"``); returns the RFC 7638 thumbprint (``jkt``) of the proof's key.
 - :func:`jwk_thumbprint`: RFC 7638 (SHA-256, base64url), the value carried in ``cnf.jkt``.
+- :class:`DPoPNonces`: stateless server-provided nonces (RFC 9449 sections 8 and 9), an HMAC
+  over a time bucket, so several instances of a server agree on them without shared state.
 
 Callers map :class:`DPoPProofError` to their protocol error at the edge: the token endpoint
 answers 400 ``invalid_dpop_proof`` (RFC 9449 section 5), the resource server 401 with
@@ -20,11 +22,12 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import hmac
 import json
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any, ClassVar
 
@@ -38,6 +41,8 @@ from .security import b64url_decode, b64url_encode, constant_time_eq, new_id, sh
 
 __all__ = [
     "DPOP_ALGORITHMS",
+    "MIN_NONCE_KEY_BYTES",
+    "DPoPNonces",
     "DPoPProofError",
     "UseDPoPNonce",
     "access_token_hash",
@@ -79,6 +84,65 @@ class UseDPoPNonce(DPoPProofError):
     """The server requires a nonce (RFC 9449 section 8) the proof lacks or has wrong."""
 
     error = "use_dpop_nonce"
+
+
+# server-provided nonces ----------------------------------------------------------------------
+MIN_NONCE_KEY_BYTES = 32
+_NONCE_CONTEXT = b"ciba-service DPoP-Nonce v1|"
+
+
+class DPoPNonces:
+    """Server-provided DPoP nonces (RFC 9449 section 9), stateless: the nonce of a time bucket
+    is base64url(HMAC-SHA256(key, bucket number)), so every instance holding ``key`` hands out
+    and accepts the same nonces without a shared store.
+
+    Why: without a nonce a proof's freshness rests on its ``iat``, which the signer chooses.
+    An attacker who gets at the agent's key for a moment (or at software that signs with it)
+    can mint proofs dated in the future and use them later, after losing access (RFC 9449
+    section 11.2, pre-generated proofs). A nonce is a value from the server the proof must
+    sign, so a proof is valid only in a window the server chose: between one and two
+    ``bucket_seconds`` (the current bucket's nonce and the previous one's are accepted).
+
+    ``key``: at least 32 random bytes from the operator, the same on every instance; rotating
+    it invalidates outstanding nonces (agents then retry once). ``clock``: injectable.
+    """
+
+    def __init__(self, key: bytes, *, bucket_seconds: int = 300, clock: Callable[[], float] = time.time) -> None:
+        if not isinstance(key, bytes) or len(key) < MIN_NONCE_KEY_BYTES:
+            raise ValueError(f"the DPoP nonce key must be at least {MIN_NONCE_KEY_BYTES} bytes")
+        if not isinstance(bucket_seconds, int) or isinstance(bucket_seconds, bool) or bucket_seconds < 1:
+            raise ValueError("bucket_seconds must be a positive integer")
+        self._key = key
+        self.bucket_seconds = bucket_seconds
+        self.clock = clock
+        # The last few (bucket, nonce) pairs: one HMAC per bucket, not per request. Replaced
+        # as a whole (one assignment), so concurrent readers see a consistent tuple.
+        self._cache: tuple[tuple[int, str], ...] = ()
+
+    def _bucket(self, now: float | None) -> int:
+        return math.floor((self.clock() if now is None else now) / self.bucket_seconds)
+
+    def _nonce(self, bucket: int) -> str:
+        cache = self._cache
+        for cached_bucket, nonce in cache:
+            if cached_bucket == bucket:
+                return nonce
+        mac = hmac.new(self._key, _NONCE_CONTEXT + bucket.to_bytes(8, "big", signed=True), hashlib.sha256)
+        nonce = b64url_encode(mac.digest())
+        self._cache = ((bucket, nonce), *cache[:3])
+        return nonce
+
+    def current(self, now: float | None = None) -> str:
+        """The nonce to hand out now (the ``DPoP-Nonce`` header)."""
+        return self._nonce(self._bucket(now))
+
+    def is_valid(self, nonce: str, now: float | None = None) -> bool:
+        """True for the current bucket's nonce or the previous bucket's, compared in constant
+        time; anything else (older, forged, another key's) is refused."""
+        bucket = self._bucket(now)
+        current = constant_time_eq(nonce, self._nonce(bucket))
+        previous = constant_time_eq(nonce, self._nonce(bucket - 1))  # both compared, always
+        return current | previous
 
 
 # keys and thumbprints ----------------------------------------------------------------------
@@ -265,13 +329,17 @@ def _check_htu(claims: Mapping[str, Any], url: str) -> None:
         raise DPoPProofError("DPoP proof is for another URL")
 
 
-def _check_nonce(claims: Mapping[str, Any], expected_nonce: str | None) -> None:
-    # Step 10: only when the server has handed out a nonce.
+def _check_nonce(claims: Mapping[str, Any], expected_nonce: str | Callable[[str], bool] | None) -> None:
+    # Step 10: only when the server has handed out a nonce. Checked before the jti is
+    # consumed: a proof refused for its nonce spends nothing (the agent retries at once).
     if expected_nonce is None:
         return
     nonce = claims.get("nonce")
-    if not isinstance(nonce, str) or not constant_time_eq(nonce, expected_nonce):
+    if not isinstance(nonce, str):
         raise UseDPoPNonce("DPoP proof must carry the server-provided nonce")
+    accepted = expected_nonce(nonce) if callable(expected_nonce) else constant_time_eq(nonce, expected_nonce)
+    if not accepted:
+        raise UseDPoPNonce("DPoP proof nonce is stale or unknown; use the server-provided nonce")
 
 
 def _check_iat(claims: Mapping[str, Any], *, now: float, max_age: int, leeway: int) -> None:
@@ -310,7 +378,7 @@ def verify_proof(
     replay: ReplayCache,
     access_token: str | None = None,
     expected_jkt: str | None = None,
-    expected_nonce: str | None = None,
+    expected_nonce: str | Callable[[str], bool] | None = None,
     max_age: int = 60,
     leeway: int = 30,
     now: float | None = None,
@@ -319,7 +387,8 @@ def verify_proof(
 
     ``method`` and ``url`` are the request's (``url`` may carry a query: it is ignored);
     ``access_token`` when one is presented (the proof's ``ath`` must hash it);
-    ``expected_jkt`` the token's ``cnf.jkt``; ``expected_nonce`` a nonce the server issued.
+    ``expected_jkt`` the token's ``cnf.jkt``; ``expected_nonce`` the nonce the server issued,
+    or a predicate accepting the nonces it currently honours (``DPoPNonces(...).is_valid``).
     The proof's ``jti`` is consumed in ``replay``, so a proof works once. Returns the proof
     key's thumbprint (``jkt``); raises :class:`DPoPProofError` otherwise.
     """

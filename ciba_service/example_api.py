@@ -4,7 +4,8 @@ demo and the tests; a template for resource servers (see ``RESOURCE_SERVER.md``)
 
 One token may carry a plan (several ``authorization_details`` entries approved with one
 passkey gesture): each call consumes the entry that covers it, so the plan runs step by step
-and no step runs twice. DPoP-bound tokens (``cnf.jkt``) are accepted with a proof per call.
+and no step runs twice. DPoP-bound tokens (``cnf.jkt``) are accepted with a proof per call;
+with ``TokenVerifier(dpop_nonces=...)`` the proofs must carry this server's ``DPoP-Nonce``.
 """
 
 from __future__ import annotations

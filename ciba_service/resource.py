@@ -6,7 +6,8 @@
 2. header: ``alg`` on the allow-list, ``typ`` ``at+jwt`` (RFC 9068), no key-carrying headers;
 3. signature against the issuer's JWKS (cached, refreshed on unknown ``kid``);
 4. ``iss``, ``aud``, ``exp``/``nbf``/``iat`` with a small leeway, ``jti``;
-5. sender constraint: a token with ``cnf.jkt`` needs a DPoP proof by that key (RFC 9449);
+5. sender constraint: a token with ``cnf.jkt`` needs a DPoP proof by that key (RFC 9449),
+   carrying a nonce this server handed out when ``dpop_nonces`` is set (RFC 9449 section 9);
 6. optionally the authentication level (RFC 9470: ``acr``, ``auth_time``);
 7. the exact action about to be performed, against ``authorization_details`` (RFC 9396),
    each entry within its execution window (``not_before``/``not_after``);
@@ -24,6 +25,7 @@ section 7.1, RFC 9470 section 3), carrying the ``authorization_details`` the cal
     ├── MissingToken                     401, no error code (RFC 6750 3.1)
     ├── InvalidToken                     401 invalid_token
     ├── InvalidDPoPProof                 401 invalid_dpop_proof (DPoP scheme)
+    │   └── UseDPoPNonce                 401 use_dpop_nonce, with a ``DPoP-Nonce`` header
     ├── InsufficientUserAuthentication   401 insufficient_user_authentication (RFC 9470)
     ├── InsufficientAuthorization        403 insufficient_scope
     └── ResourceUnavailable              503, a store or the introspection endpoint is down
@@ -53,14 +55,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from .dpop import DPOP_ALGORITHMS, DPoPProofError, verify_proof
+from . import dpop
+from .dpop import DPOP_ALGORITHMS, DPoPNonces, DPoPProofError, verify_proof
 from .replay import InMemoryReplayCache, ReplayCache, ReplayStoreUnavailable
-from .security import b64url_decode, b64url_encode
+from .security import b64url_decode, b64url_encode, constant_time_eq
 
 __all__ = [
     "COMMON_FIELDS",
     "PLAN_FIELDS",
     "Comparator",
+    "DPoPNonces",
     "FieldRule",
     "InMemoryReplayCache",
     "InsufficientAuthorization",
@@ -76,6 +80,7 @@ __all__ = [
     "StaticKeys",
     "TokenIntrospection",
     "TokenVerifier",
+    "UseDPoPNonce",
     "VerificationKey",
     "VerifiedToken",
     "action_matches",
@@ -198,6 +203,23 @@ class InvalidDPoPProof(ResourceError):
 
     def __init__(self, description: str, *, realm: str = "api", required: Mapping[str, Any] | None = None) -> None:
         super().__init__(description, realm=realm, scheme="DPoP", required=required)
+
+
+class UseDPoPNonce(InvalidDPoPProof):
+    """RFC 9449 section 9: this resource server requires a nonce it issued in every proof,
+    and the proof had none, or a stale or unknown one. The answer carries the nonce to use
+    (``DPoP-Nonce``); the agent retries once with a new proof that includes it."""
+
+    error = "use_dpop_nonce"
+
+    def __init__(
+        self, description: str, *, nonce: str, realm: str = "api", required: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(description, realm=realm, required=required)
+        self.nonce = nonce
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "DPoP-Nonce": self.nonce}
 
 
 class InsufficientUserAuthentication(ResourceError):
@@ -794,6 +816,9 @@ class VerifiedToken:
     entry: dict[str, Any]  # the authorization_details entry that covered the action
     entry_index: int = 0  # its position in the token's authorization_details
     jkt: str | None = None  # the DPoP key the call was proven with, for bound tokens
+    # A fresh nonce to send back in a DPoP-Nonce header (RFC 9449 9): set when the proof's
+    # nonce was the previous bucket's, so the agent's next proof carries the current one.
+    dpop_nonce: str | None = None
 
     @property
     def subject(self) -> str:
@@ -834,6 +859,26 @@ def _der_signature(raw: bytes) -> bytes:
 _HEADER_CACHE_SIZE = 64
 
 
+class _NonceCheck:
+    """One proof's nonce check, given to ``verify_proof`` as ``expected_nonce`` (which calls
+    it after the signature and before the proof's ``jti`` is consumed). The clock is read
+    once, so the nonce handed back and the nonces accepted belong to the same bucket."""
+
+    __slots__ = ("current", "fresh", "nonces", "now")
+
+    def __init__(self, nonces: DPoPNonces) -> None:
+        self.nonces = nonces
+        self.now = nonces.clock()
+        self.current = nonces.current(self.now)
+        self.fresh: str | None = None  # set when the agent should switch to ``current``
+
+    def __call__(self, nonce: str) -> bool:
+        valid = self.nonces.is_valid(nonce, self.now)
+        if valid and not constant_time_eq(nonce, self.current):
+            self.fresh = self.current  # the previous bucket's nonce: still accepted, renewed
+        return valid
+
+
 def _is_number(value: Any) -> bool:
     kind = type(value)  # bool is an int subclass but not a JSON number
     return kind is int or (kind is float and math.isfinite(value))
@@ -852,7 +897,8 @@ class TokenVerifier:
     ``max_uses``: per type, how often one entry may be used (default 1); an entry's own
     ``max_uses`` field may lower that, never raise it. ``introspection``: ask the issuer
     whether the token was revoked. ``require_dpop``: accept only DPoP-bound tokens.
-    ``required_acr``/``max_auth_age``: RFC 9470 step-up requirements.
+    ``required_acr``/``max_auth_age``: RFC 9470 step-up requirements. ``dpop_nonces``:
+    require a nonce from this server in every DPoP proof (:class:`DPoPNonces`, RFC 9449 9).
     """
 
     def __init__(
@@ -874,6 +920,7 @@ class TokenVerifier:
         introspection: TokenIntrospection | None = None,
         require_dpop: bool = False,
         dpop_max_age: int = 60,
+        dpop_nonces: DPoPNonces | None = None,
         required_acr: Sequence[str] | None = None,
         max_auth_age: int | None = None,
     ) -> None:
@@ -897,6 +944,7 @@ class TokenVerifier:
         self.introspection = introspection
         self.require_dpop = require_dpop
         self.dpop_max_age = dpop_max_age
+        self.dpop_nonces = dpop_nonces
         self.required_acr = tuple(required_acr) if required_acr is not None else None
         self.max_auth_age = max_auth_age
         self._step_up = required_acr is not None or max_auth_age is not None
@@ -1016,7 +1064,8 @@ class TokenVerifier:
         method: str | None,
         url: str | None,
         dpop_proof: str | None,
-    ) -> str | None:
+    ) -> tuple[str | None, str | None]:
+        """The proof key's ``jkt`` (None for an unbound token) and a fresh nonce to send back."""
         cnf = claims.get("cnf")
         presented_as_dpop = scheme is not None and scheme.lower() == "dpop"
         if cnf is None:
@@ -1024,7 +1073,7 @@ class TokenVerifier:
                 raise self._invalid("the token is not DPoP-bound; present it with the Bearer scheme")
             if self.require_dpop:
                 raise self._invalid("only DPoP-bound tokens are accepted here")
-            return None
+            return None, None
         # Only cnf.jkt is understood; a token bound some other way (mTLS x5t#S256) is refused
         # rather than accepted as a bearer token.
         if not isinstance(cnf, dict) or cnf.keys() != {"jkt"} or not isinstance(cnf["jkt"], str):
@@ -1039,20 +1088,25 @@ class TokenVerifier:
                 "DPoP-bound tokens need the request method and URL, which were not supplied",
                 realm=self.realm,
             )
+        nonce_check = _NonceCheck(self.dpop_nonces) if self.dpop_nonces is not None else None
         try:
-            return verify_proof(
+            jkt = verify_proof(
                 dpop_proof,
                 method=method,
                 url=url,
                 replay=self.replay,
                 access_token=token,
                 expected_jkt=cnf["jkt"],
+                expected_nonce=nonce_check,
                 max_age=self.dpop_max_age,
                 leeway=self.leeway,
                 now=self._clock(),
             )
         except DPoPProofError as exc:
+            if isinstance(exc, dpop.UseDPoPNonce) and nonce_check is not None:
+                raise UseDPoPNonce(exc.description, nonce=nonce_check.current, realm=self.realm) from None
             raise InvalidDPoPProof(exc.description, realm=self.realm) from None
+        return jkt, nonce_check.fresh if nonce_check is not None else None
 
     # -- 6: authentication level (RFC 9470)
     def _check_authentication(self, claims: Mapping[str, Any]) -> None:
@@ -1157,9 +1211,11 @@ class TokenVerifier:
             dpop_scheme = dpop_scheme or "cnf" in claims  # a bound token is answered in DPoP terms
             now = self._clock()
             self.check_claims(claims, now=now)
-            jkt = None
+            jkt = dpop_nonce = None
             if dpop_scheme or self.require_dpop:
-                jkt = self._check_binding(claims, token, scheme=scheme, method=method, url=url, dpop_proof=dpop_proof)
+                jkt, dpop_nonce = self._check_binding(
+                    claims, token, scheme=scheme, method=method, url=url, dpop_proof=dpop_proof
+                )
             if self._step_up:
                 self._check_authentication(claims)
             usable = self.match(claims, action, now=now)
@@ -1178,7 +1234,7 @@ class TokenVerifier:
             if dpop_scheme and exc.scheme == "Bearer":
                 exc.scheme = "DPoP"
             raise
-        return VerifiedToken(claims=claims, entry=entry, entry_index=index, jkt=jkt)
+        return VerifiedToken(claims=claims, entry=entry, entry_index=index, jkt=jkt, dpop_nonce=dpop_nonce)
 
     def verify_request(
         self,

@@ -16,6 +16,12 @@
 Starlette request, e.g. to read the body) and may be ``async``. The dependency hands the
 ``Authorization`` header, the method, the URL and the ``DPoP`` header to
 :meth:`TokenVerifier.verify_request`, so DPoP-bound tokens work without extra code.
+
+With server-provided DPoP nonces (``TokenVerifier(dpop_nonces=DPoPNonces(key))``) the
+``DPoP-Nonce`` header is set for you: on the ``401 use_dpop_nonce`` answer (by the error
+handler, from :meth:`ResourceError.headers`) and on a successful answer when the agent should
+move to a newer nonce (a route that returns its own ``Response`` object sets it from
+``token.dpop_nonce`` itself: FastAPI merges dependency headers only into responses it builds).
 """
 
 from __future__ import annotations
@@ -61,12 +67,12 @@ def _accepted_parameters(action_for: ActionFactory) -> tuple[frozenset[str], boo
 
 def require_action(
     verifier: TokenVerifier, action_for: ActionFactory, *, public_url: str | None = None
-) -> Callable[[Request], Awaitable[VerifiedToken]]:
+) -> Callable[[Request, Response], Awaitable[VerifiedToken]]:
     """A dependency that verifies the call's access token for the action built by
     ``action_for`` (from the path parameters it names, and ``request`` if it asks for it)."""
     names, takes_any = _accepted_parameters(action_for)
 
-    async def dependency(request: Request) -> VerifiedToken:
+    async def dependency(request: Request, response: Response) -> VerifiedToken:
         kwargs: dict[str, Any] = {
             name: value for name, value in request.path_params.items() if takes_any or name in names
         }
@@ -75,7 +81,7 @@ def require_action(
         built = action_for(**kwargs)
         action = await built if inspect.isawaitable(built) else built
         # The JWKS fetch, Redis and introspection may block: keep them off the event loop.
-        return await run_in_threadpool(
+        verified = await run_in_threadpool(
             verifier.verify_request,
             action,
             authorization=request.headers.get("authorization"),
@@ -83,6 +89,10 @@ def require_action(
             url=request_url(request, public_url=public_url),
             dpop=request.headers.getlist("dpop"),
         )
+        if verified.dpop_nonce is not None:
+            # RFC 9449 9: a new nonce may come with a successful answer; the agent uses it next.
+            response.headers["DPoP-Nonce"] = verified.dpop_nonce
+        return verified
 
     return dependency
 

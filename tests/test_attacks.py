@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ciba_service.dpop import create_proof, jwk_thumbprint, public_jwk
+from ciba_service.dpop import DPoPNonces, create_proof, jwk_thumbprint, public_jwk
 from ciba_service.resource import (
     InsufficientAuthorization,
     InsufficientUserAuthentication,
@@ -28,6 +28,7 @@ from ciba_service.resource import (
     RequestedAction,
     ResourceError,
     TokenVerifier,
+    UseDPoPNonce,
 )
 from ciba_service.security import b64url_decode, b64url_encode
 from ciba_service.tokens import SigningKey
@@ -134,6 +135,18 @@ def _stolen_proof_other_token(c: Ctx) -> Any:
     proof = create_proof(AGENT, "PUT", URL, access_token=victim)
     other = _bound(c)
     return _dpop(c, other, proof)
+
+
+# The resource server's nonces (RFC 9449 9), on a fixed clock at a bucket boundary.
+NONCE_TIME = 1_800_000_000.0
+NONCES = DPoPNonces(b"n" * 32, clock=lambda: NONCE_TIME)
+
+
+def _dpop_with_nonce(c: Ctx, nonce: str | None) -> Any:
+    token = _bound(c)
+    proof = create_proof(AGENT, "PUT", URL, access_token=token, nonce=nonce)
+    nonced = verifier(c.key, dpop_nonces=NONCES)
+    return nonced.verify(token, ACTION, scheme="DPoP", method="PUT", url=URL, dpop_proof=proof)
 
 
 def _plan_step_replay(c: Ctx) -> Any:
@@ -528,6 +541,25 @@ CASES: list[tuple[str, Attack, type[ResourceError], str]] = [
         ),
         InvalidToken,
         "token is bound by an unsupported cnf confirmation method",
+    ),
+    # -- DPoP with server-provided nonces (RFC 9449 9, 11.2)
+    (
+        "dpop-pregenerated-proof-without-nonce",
+        lambda c: _dpop_with_nonce(c, None),
+        UseDPoPNonce,
+        "DPoP proof must carry the server-provided nonce",
+    ),
+    (
+        "dpop-nonce-stale",
+        lambda c: _dpop_with_nonce(c, NONCES.current(NONCE_TIME - 600)),
+        UseDPoPNonce,
+        "DPoP proof nonce is stale or unknown; use the server-provided nonce",
+    ),
+    (
+        "dpop-nonce-forged",
+        lambda c: _dpop_with_nonce(c, DPoPNonces(b"f" * 32).current(NONCE_TIME)),
+        UseDPoPNonce,
+        "DPoP proof nonce is stale or unknown; use the server-provided nonce",
     ),
     # -- malformed input
     (
