@@ -274,6 +274,9 @@ class NotificationInbox:
     # Held-back notifications per expected token; beyond this the endpoint answers 503, which
     # the sender retries, so only someone holding the token could fill it, and nothing is lost.
     MAX_HELD = 8
+    # A ping is ~100 bytes and a push (tokens, ID token) a few KiB; a token holder posting more
+    # is answered 413 and nothing is stored (stops a bearer holder from filling the agent's memory).
+    MAX_BODY = 64 * 1024
 
     def __init__(self, path: str = "/cb") -> None:
         self.path = path  # where the app listens, e.g. "/ciba/cb" for https://agent/ciba/cb
@@ -332,8 +335,11 @@ class NotificationInbox:
             if scheme.lower() != "bearer" or not self._knows(bearer):
                 # Before reading the body: a stranger makes us parse nothing.
                 return Response(status_code=401)
+            raw = await _read_capped(request, self.MAX_BODY)
+            if raw is None:
+                return Response(status_code=413)
             try:
-                body = json.loads(await request.body())
+                body = json.loads(raw)
                 auth_req_id = str(body["auth_req_id"])
             except (ValueError, KeyError, TypeError):
                 return Response(status_code=400)
@@ -368,12 +374,32 @@ class NotificationInbox:
             return 204
 
     def wait(self, auth_req_id: str, *, timeout: float) -> dict[str, Any]:
-        """Block until the notification for ``auth_req_id`` arrives (or TimeoutError)."""
+        """Block until the notification for ``auth_req_id`` arrives (or TimeoutError).
+
+        A timeout ends the wait for good: the request's token is unbound and a later
+        notification for it is refused (401); a ping agent can still poll the token endpoint."""
         with self._cond:
             if not self._cond.wait_for(lambda: auth_req_id in self._received, timeout=timeout):
+                # Without this, every timed-out request kept its bound token, and a late
+                # notification for it was stored, forever (the inbox grew without bound).
+                self._bound.pop(auth_req_id, None)
+                self._received.pop(auth_req_id, None)
                 raise TimeoutError(f"no notification for the request within {timeout} s")
             self._bound.pop(auth_req_id, None)  # CIBA notifies once; later posts are refused
             return self._received.pop(auth_req_id)
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The request body, or None once it exceeds ``limit`` bytes (read no further)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def _any_equal(value: str, candidates: list[str]) -> bool:

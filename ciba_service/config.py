@@ -141,7 +141,9 @@ class Settings(BaseSettings):
     # instance pointed at the same redis_url and redis_prefix shares it; see README, Scaling out).
     store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str | None = Field(default=None, repr=False)  # may carry a password
-    redis_prefix: str = Field(default="ciba:", min_length=1)
+    # One segment ending in ":": two prefixes can then never nest ("ciba:" and "ciba:user:"
+    # would let one deployment's keys collide with another's records).
+    redis_prefix: str = Field(default="ciba:", pattern=r"^[A-Za-z0-9_.-]+:$")
     access_token_lifetime: int = Field(default=120, ge=10, le=300)
     default_audience: str = "resource-api"
     request_expiry_default: int = Field(default=300, ge=10)

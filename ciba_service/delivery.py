@@ -8,6 +8,9 @@ link to a third party); 4xx answers are final (401/403 mean the registration is 
 retrying a refusal only hammers the receiver); transient failures (connection errors, timeouts,
 5xx, 429) are retried with exponential backoff a bounded number of times; nothing is retried
 after a 2xx (the receiver must not act twice on one decision).
+
+The answer is judged on its status line alone: the body is never read (see
+:meth:`RetryingPoster.post`).
 """
 
 from __future__ import annotations
@@ -17,12 +20,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 __all__ = ["DeliveryResult", "NotificationSender", "RetryingPoster"]
 
 log = logging.getLogger("ciba_service.delivery")
+
+# httpx logs every request at INFO on the "httpx" logger, full URL included ("HTTP Request: POST
+# https://hooks.example.test/ciba/<secret> ..."): chat webhooks carry their secret in the path, and
+# ping/push endpoints can carry tokens there too. Stops that leak into the service's logs: unless
+# the operator configured the "httpx" logger themselves, only its warnings get through.
+_httpx_log = logging.getLogger("httpx")
+if _httpx_log.level == logging.NOTSET:
+    _httpx_log.setLevel(logging.WARNING)
 
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -64,23 +76,40 @@ class RetryingPoster:
         headers: dict[str, str] | None = None,
         what: str = "notification",
         shown_url: str | None = None,
+        stale: Callable[[], bool] | None = None,
     ) -> DeliveryResult:
         """POST ``payload`` to ``url`` until a 2xx, a final refusal or the last attempt; never
         raises for HTTP or transport failures. ``what`` and ``shown_url`` name the delivery in
-        logs (``shown_url`` for URLs that hold a secret)."""
+        logs (``shown_url`` for URLs that hold a secret). ``stale`` is asked before each attempt:
+        once it answers true (the notice expired, the service is stopping) nothing more is sent
+        and the result's reason is ``"stale"``."""
         shown = shown_url or url
         delay = self._backoff
         status: int | None = None
         reason = ""
         for attempt in range(1, self._attempts + 1):
+            if stale is not None and stale():
+                # Stops an approval link from reaching the user after its request expired.
+                log.info("%s to %s: stopped before attempt %d, no longer wanted", what, shown, attempt)
+                return DeliveryResult(delivered=False, attempts=attempt - 1, status_code=status, reason="stale")
+            status = None
             try:
-                response = self._http.post(
-                    url, json=payload, headers=headers or {}, follow_redirects=False, timeout=self._timeout
-                )
+                # Streamed, and closed as soon as the status line and headers are in: the body is
+                # never read. That stops two failures: (1) a 2xx followed by a connection dropped
+                # mid-body was a TransportError, retried, so the receiver acted twice; (2) httpx
+                # timeouts bound each read, not the whole response, so a body dripped a byte at a
+                # time held this worker indefinitely. What remains: a peer dripping the *headers*
+                # byte by byte is still bounded only per read (``timeout`` per byte), and in
+                # total only by h11's cap on the header size (16 KiB).
+                with self._http.stream(
+                    "POST", url, json=payload, headers=headers or {}, follow_redirects=False, timeout=self._timeout
+                ) as response:
+                    status = response.status_code
             except httpx.TransportError as exc:
-                status, reason = None, type(exc).__name__
-            else:
-                status = response.status_code
+                if status is None:
+                    reason = type(exc).__name__
+                # else: the status arrived, and only closing the connection failed: the answer stands
+            if status is not None:
                 if 200 <= status < 300:
                     return DeliveryResult(delivered=True, attempts=attempt, status_code=status, reason="ok")
                 if status not in _TRANSIENT_STATUS:
@@ -99,4 +128,12 @@ class NotificationSender(RetryingPoster):
     """Ping and push to a client's notification endpoint, the client_notification_token as bearer."""
 
     def send(self, url: str, *, bearer: str, payload: dict[str, Any]) -> DeliveryResult:
-        return self.post(url, payload=payload, headers={"Authorization": f"Bearer {bearer}"})
+        # Logs name scheme and host only: a client's notification endpoint may carry a secret
+        # in its path, and logs travel further than the client registry.
+        return self.post(url, payload=payload, headers={"Authorization": f"Bearer {bearer}"}, shown_url=shown(url))
+
+
+def shown(url: str) -> str:
+    """``url`` as logs may show it: scheme and host, no credentials, path or query."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…"

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import TextIO
-from urllib.parse import urlsplit
 
 import httpx
 
-from .delivery import DeliveryResult, RetryingPoster
+from .delivery import DeliveryResult, RetryingPoster, shown
 
 __all__ = ["ApprovalNotice", "ConsoleNotifier", "Notifier", "NullNotifier", "WebhookNotifier"]
 
@@ -40,6 +40,11 @@ class Notifier(ABC):
     def notify(self, notice: ApprovalNotice) -> None:
         """Deliver the notice; never raise (a failed notification leaves the request pending
         until it expires, which the agent sees as ``expired_token``)."""
+
+    def close(self, *, wait: bool = True) -> None:
+        """Release what the notifier holds (the service is stopping); nothing by default.
+        With ``wait=False`` it must not wait for pending deliveries."""
+        return None
 
 
 class NullNotifier(Notifier):
@@ -69,7 +74,13 @@ class WebhookNotifier(Notifier):
 
     ``notify`` only queues the delivery on the notifier's own small thread pool: retries take
     seconds, and run on the web server's shared thread pool (where ``BackgroundTasks`` run
-    them) they could starve the endpoints that offload work there."""
+    them) they could starve the endpoints that offload work there. The queue is bounded
+    (``max_queued``): beyond it a notice is dropped with a warning. A notice whose
+    ``expires_at`` has passed is not sent, nor retried any more."""
+
+    # A client looping on /bc-authorize against a hanging bridge (each notice can take ~22 s of
+    # attempts) would otherwise grow the queue, and memory, without bound.
+    MAX_QUEUED = 100
 
     def __init__(
         self,
@@ -81,29 +92,77 @@ class WebhookNotifier(Notifier):
         backoff: float = 0.25,
         sleep: Callable[[float], None] = time.sleep,
         executor: Executor | None = None,
+        max_queued: int = MAX_QUEUED,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._url = url
         # Chat webhooks often carry their secret in the path: logs name only scheme and host.
-        parts = urlsplit(url)
-        self._shown_url = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…"
+        self._shown_url = shown(url)
         self._poster = RetryingPoster(http=client, timeout=timeout, attempts=attempts, backoff=backoff, sleep=sleep)
         self._executor = executor or ThreadPoolExecutor(max_workers=2, thread_name_prefix="ciba-webhook")
+        self._max_queued = max_queued
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._queued = 0  # submitted, not yet started nor cancelled
+        self._stopping = False  # close(wait=False): in-flight deliveries stop retrying
 
     def notify(self, notice: ApprovalNotice) -> None:
+        with self._lock:
+            if self._queued >= self._max_queued:
+                log.warning(
+                    "webhook %s: approval link for %s dropped, %d notices already queued",
+                    self._shown_url,
+                    notice.username,
+                    self._queued,
+                )
+                return
+            self._queued += 1
+        started = threading.Event()
+
+        def run() -> DeliveryResult:
+            self._dequeue(started)
+            return self.deliver(notice)
+
         try:
-            self._executor.submit(self.deliver, notice)
+            future = self._executor.submit(run)
         except RuntimeError:  # the pool is shut down (the service is stopping)
+            self._dequeue(started)
             log.warning("webhook %s: not delivered, the notifier is closed", self._shown_url)
+            return
+        future.add_done_callback(lambda _: self._dequeue(started))  # also when cancelled by close()
+
+    def _dequeue(self, started: threading.Event) -> None:
+        with self._lock:
+            if not started.is_set():
+                started.set()
+                self._queued -= 1
+
+    def _stale(self, notice: ApprovalNotice) -> bool:
+        # Stops approval links from reaching the user after the request expired (a long queue,
+        # a slow bridge), and retries from outliving close(wait=False).
+        return self._stopping or notice.expires_at <= self._clock()
 
     def deliver(self, notice: ApprovalNotice) -> DeliveryResult:
         """Deliver now, on the calling thread, with retries; logs and never raises."""
         payload = {"event": "approval_requested", **asdict(notice)}
         try:
-            result = self._poster.post(self._url, payload=payload, what="webhook", shown_url=self._shown_url)
+            result = self._poster.post(
+                self._url,
+                payload=payload,
+                what="webhook",
+                shown_url=self._shown_url,
+                stale=lambda: self._stale(notice),
+            )
         except Exception:  # never let a notifier bug surface as a failed request
             log.exception("webhook %s failed", self._shown_url)
             return DeliveryResult(delivered=False, attempts=0, status_code=None, reason="error")
-        if not result.delivered:
+        if result.reason == "stale":
+            log.warning(
+                "webhook %s: approval link for %s not delivered, the request expired or the notifier closed",
+                self._shown_url,
+                notice.username,
+            )
+        elif not result.delivered:
             log.warning(
                 "webhook %s: approval link for %s not delivered after %d attempt(s) (%s)",
                 self._shown_url,
@@ -114,5 +173,9 @@ class WebhookNotifier(Notifier):
         return result
 
     def close(self, *, wait: bool = True) -> None:
-        """Stop taking notices; with ``wait``, finish the queued ones first."""
-        self._executor.shutdown(wait=wait)
+        """Stop taking notices; with ``wait``, finish the queued ones first. Without, drop the
+        queued ones and stop retrying those in flight (each ends within one request timeout):
+        a shutdown does not wait out a backlog against a hanging bridge."""
+        if not wait:
+            self._stopping = True
+        self._executor.shutdown(wait=wait, cancel_futures=not wait)

@@ -830,6 +830,10 @@ _FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c", "crit")
 # become "!", which strict decoding refuses (see _b64url).
 _TO_STANDARD_ALPHABET = bytes.maketrans(b"-_+/=", b"+/!!!")
 _PADDING = (b"", None, b"==", b"=")
+# The last character of an unpadded encoding carries unused low bits (4 when the length is
+# 2 mod 4, 2 when it is 3 mod 4) that a canonical encoding sets to zero; these are the
+# characters whose unused bits are zero, per length mod 4.
+_CANONICAL_LAST = ("", "", "AQgw", "AEIMQUYcgkosw048")
 
 
 def _b64url(part: str) -> bytes:
@@ -838,10 +842,15 @@ def _b64url(part: str) -> bytes:
     Characters of the standard alphabet and padding are mapped to "!" by the same translation
     that maps the URL-safe alphabet to the standard one, so binascii in strict mode refuses
     them along with every other character outside the alphabet (a lenient decoder skips them,
-    so "a.b" and "a!.b" would otherwise decode alike)."""
-    padding = _PADDING[len(part) % 4]
+    so "a.b" and "a!.b" would otherwise decode alike). Non-zero unused bits in the last
+    character are refused too: otherwise "QQ" and "QR" both decode to "A", and one signature
+    has many spellings (a token that is "the same" but a different string)."""
+    remainder = len(part) % 4
+    padding = _PADDING[remainder]
     if padding is None:
         raise ValueError("impossible base64 length")
+    if remainder and part[-1] not in _CANONICAL_LAST[remainder]:
+        raise ValueError("non-canonical base64url")
     return binascii.a2b_base64(part.encode("ascii").translate(_TO_STANDARD_ALPHABET) + padding, strict_mode=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -17,6 +18,8 @@ from .web.app import create_app
 
 __all__ = ["build_app", "build_notifier", "build_provider", "build_store"]
 
+log = logging.getLogger("ciba_service")
+
 
 def build_notifier(settings: Settings) -> Notifier:
     if settings.notifier == "webhook":
@@ -30,12 +33,19 @@ def build_store(settings: Settings, *, clock: Callable[[], float] = time.time) -
     if settings.store == "redis" and settings.redis_url:
         # A pending request outlives its expiry by the token lifetime plus an hour, so a sweep
         # after an outage still finds it; a decided one never expires.
-        return RedisStore.from_url(
+        store = RedisStore.from_url(
             settings.redis_url,
             prefix=settings.redis_prefix,
             clock=clock,
             retain_after_expiry=settings.access_token_lifetime + 3600,
         )
+        try:
+            for warning in store.check_server():
+                log.warning("%s", warning)
+        except BaseException:
+            store.close()
+            raise
+        return store
     return SQLiteStore(settings.data_dir / "ciba.sqlite3")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,8 +39,10 @@ def fresh_prefix() -> str:
 def running_redis() -> Iterator[str]:
     """A redis-server of its own, without persistence; its URL while it runs."""
     port = free_port()
+    workdir = tempfile.mkdtemp(prefix="ciba-redis-")  # whatever it writes stays out of the tree
+    command = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir]
     process = subprocess.Popen(
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [*command, "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -60,6 +63,7 @@ def running_redis() -> Iterator[str]:
         client.close()
         process.terminate()
         process.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

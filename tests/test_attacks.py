@@ -164,7 +164,15 @@ def _rs256_confusion(c: Ctx) -> str:
 
 NOW = int(time.time())
 
+
 # (id, attack, error class, description)
+def _respell_last_char(token: str) -> str:
+    """The token with its signature's last character's unused bits set: same bytes decoded."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    assert len(token.rsplit(".", 1)[1]) % 4 == 2  # ES256: 64 bytes, 86 characters, 4 unused bits
+    return token[:-1] + alphabet[alphabet.index(token[-1]) | 1]
+
+
 CASES: list[tuple[str, Attack, type[ResourceError], str]] = [
     # -- header and signature
     (
@@ -615,6 +623,13 @@ CASES: list[tuple[str, Attack, type[ResourceError], str]] = [
         lambda c: c.v.verify(_raw_sign(_issuer_header(c), "e30=", c.key.private_key), ACTION),
         InvalidToken,
         "malformed token payload",
+    ),
+    (
+        # the same signature spelled differently (non-zero unused bits in its last character)
+        "signature-non-canonical-base64url",
+        lambda c: c.v.verify(_respell_last_char(mint(c.key)), ACTION),
+        InvalidToken,
+        "malformed token signature",
     ),
     (
         "payload-non-ascii",

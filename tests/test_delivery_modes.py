@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -258,6 +260,81 @@ def test_sender_gives_up_after_the_bound(respx_mock: respx.MockRouter) -> None:
     sender, sleeps = _sender()
     result = sender.send(URL, bearer="b", payload={})
     assert not result.delivered and route.call_count == 4 and len(sleeps) == 3
+
+
+class RawServer:
+    """A one-thread HTTP/1.1 endpoint on loopback that answers every request with ``head`` and
+    then ``drip`` one byte per ``every`` seconds (then drops the connection); counts requests."""
+
+    def __init__(self, head: bytes, drip: bytes = b"", every: float = 1.0) -> None:
+        self.head, self.drip, self.every = head, drip, every
+        self.requests = 0
+        self._stop = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/cb"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> RawServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
+                while len(body) < length:
+                    body += conn.recv(65536)
+                self.requests += 1
+                try:
+                    conn.sendall(self.head)
+                    for byte in self.drip:
+                        if self._stop.wait(self.every):
+                            break
+                        conn.sendall(bytes([byte]))
+                except OSError:
+                    pass  # the client hung up: what a sender that stopped reading does
+
+
+def test_sender_2xx_then_a_dropped_connection_is_delivered_once() -> None:
+    # Stops a double delivery: the body of a 200 was read, the connection dropped mid-body, and
+    # the TransportError was retried, so the receiver acted twice on one decision.
+    sender, sleeps = _sender()
+    with RawServer(b'HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{"partial"') as server:
+        result = sender.send(server.url, bearer="b", payload={"auth_req_id": "x"})
+    assert (result.delivered, result.attempts, result.status_code) == (True, 1, 200)
+    assert server.requests == 1 and sleeps == []
+
+
+def test_sender_a_dripping_body_does_not_hold_the_worker() -> None:
+    # Stops a receiver from holding a delivery worker indefinitely: httpx's timeout bounds each
+    # read, so a body dripped one byte per second never timed out. The body is not read now.
+    sender, sleeps = _sender()
+    started = time.monotonic()
+    with RawServer(b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n", drip=b"x" * 30, every=1.0) as server:
+        result = sender.send(server.url, bearer="b", payload={"auth_req_id": "x"})
+        elapsed = time.monotonic() - started
+    assert (result.delivered, result.attempts) == (True, 1)
+    assert server.requests == 1 and sleeps == []
+    assert elapsed < 5  # the drip alone takes 30 s
 
 
 @pytest.mark.parametrize(

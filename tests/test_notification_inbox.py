@@ -45,8 +45,7 @@ def test_another_requests_token_is_refused_and_does_not_complete_the_request(
     inbox.bind("token-b", "req-b")
     # whoever holds B's token (B's logs, B's endpoint) must not complete, deny or feed A
     assert notify(http, "req-a", "token-b", error="access_denied") == 401
-    with pytest.raises(TimeoutError):
-        inbox.wait("req-a", timeout=0.05)
+    assert "req-a" not in inbox._received  # not waited for: a timed-out wait ends the request
     assert notify(http, "req-a", "token-a") == 204
     assert inbox.wait("req-a", timeout=1) == {"auth_req_id": "req-a"}
     assert notify(http, "req-b", "token-b") == 204
@@ -80,9 +79,9 @@ def test_a_held_notification_naming_another_auth_req_id_is_dropped_at_bind(
     inbox.expect("token-a")
     assert notify(http, "req-forged", "token-a") == 204
     inbox.bind("token-a", "req-a")
-    for auth_req_id in ("req-forged", "req-a"):
-        with pytest.raises(TimeoutError):
-            inbox.wait(auth_req_id, timeout=0.05)
+    with pytest.raises(TimeoutError):
+        inbox.wait("req-forged", timeout=0.05)
+    assert not inbox._received
     assert notify(http, "req-forged", "token-a") == 401  # bound now: only req-a
     assert notify(http, "req-a", "token-a") == 204
     assert inbox.wait("req-a", timeout=1) == {"auth_req_id": "req-a"}
@@ -130,6 +129,35 @@ def test_malformed_body_from_a_token_holder_is_400(inbox: NotificationInbox, htt
     inbox.bind("token-a", "req-a")
     response = http.post("/cb", content=b"not json", headers={"Authorization": "Bearer token-a"})
     assert response.status_code == 400
+
+
+def test_a_timed_out_wait_unbinds_the_request_and_refuses_late_notifications(
+    inbox: NotificationInbox, http: TestClient
+) -> None:
+    # Stops the leak: a timed-out request kept its bound token, and a late notification for it
+    # was stored, for the life of the inbox.
+    inbox.expect("token-a")
+    inbox.bind("token-a", "req-a")
+    with pytest.raises(TimeoutError):
+        inbox.wait("req-a", timeout=0.05)
+    assert notify(http, "req-a", "token-a") == 401  # nobody waits for it any more
+    assert inbox._bound == {} and inbox._received == {}
+
+
+def test_an_oversized_notification_is_413_and_not_stored(inbox: NotificationInbox, http: TestClient) -> None:
+    # Stops a token holder from making the agent buffer (and keep) an arbitrarily large body.
+    inbox.expect("token-a")
+    inbox.bind("token-a", "req-a")
+    big = json.dumps({"auth_req_id": "req-a", "pad": "x" * NotificationInbox.MAX_BODY}).encode()
+    headers = {"Authorization": "Bearer token-a"}
+    assert http.post("/cb", content=big, headers=headers).status_code == 413
+    # chunked, no Content-Length: the cap holds while reading
+    chunks = iter([big[i : i + 4096] for i in range(0, len(big), 4096)])
+    assert http.post("/cb", content=chunks, headers=headers).status_code == 413
+    assert inbox._received == {}
+    # a push-sized body still goes through
+    assert notify(http, "req-a", "token-a", access_token="t" * 4096) == 204
+    assert inbox.wait("req-a", timeout=1)["access_token"] == "t" * 4096
 
 
 # CibaAgent.request(inbox=...) -----------------------------------------------------------

@@ -7,14 +7,17 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import httpx
 import pytest
 import respx
 
-from ciba_service.notify import ApprovalNotice, ConsoleNotifier, WebhookNotifier
+from ciba_service.delivery import NotificationSender, shown
+from ciba_service.notify import ApprovalNotice, ConsoleNotifier, NullNotifier, WebhookNotifier
 from tests.conftest import Env
 
 NOTICE = ApprovalNotice(
@@ -39,11 +42,13 @@ def test_console_notifier_prints_link_and_action() -> None:
 
 
 HOOK = "https://hooks.example.test/ciba/T0K3N-in-path"
+NOW = NOTICE.expires_at - 300  # the notifier's clock in these tests: the notice is fresh
 
 
 def _webhook(**kwargs: Any) -> tuple[WebhookNotifier, list[float]]:
     sleeps: list[float] = []
-    return WebhookNotifier(HOOK, attempts=4, backoff=0.25, sleep=sleeps.append, **kwargs), sleeps
+    options: dict[str, Any] = {"attempts": 4, "backoff": 0.25, "sleep": sleeps.append, "clock": lambda: NOW}
+    return WebhookNotifier(HOOK, **{**options, **kwargs}), sleeps
 
 
 def test_webhook_posts_json(respx_mock: respx.MockRouter) -> None:
@@ -118,9 +123,11 @@ def test_webhook_giving_up_is_logged_and_never_raises(
     else:
         route.mock(return_value=outcome)
     notifier, sleeps = _webhook(executor=ThreadPoolExecutor(max_workers=1))
-    with caplog.at_level(logging.INFO, logger="ciba_service"):
-        notifier.notify(NOTICE)  # the Notifier contract: never raises
-        notifier.close()  # waits for the queued delivery
+    # INFO on the root logger, not only on "ciba_service": httpx's own INFO record of each
+    # request ("HTTP Request: POST <full URL>") must be able to reach caplog for the check below.
+    caplog.set_level(logging.INFO)
+    notifier.notify(NOTICE)  # the Notifier contract: never raises
+    notifier.close()  # waits for the queued delivery
     assert route.call_count == 4  # bounded
     assert sleeps == [0.25, 0.5, 1.0]
     [gave_up] = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -141,7 +148,7 @@ def test_webhook_notify_does_not_block_the_caller() -> None:
         delivered.append(json.loads(request.content))
         return httpx.Response(204)
 
-    notifier = WebhookNotifier(HOOK, client=httpx.Client(transport=httpx.MockTransport(slow)))
+    notifier = WebhookNotifier(HOOK, client=httpx.Client(transport=httpx.MockTransport(slow)), clock=lambda: NOW)
     started = time.monotonic()
     notifier.notify(NOTICE)
     assert time.monotonic() - started < 0.5
@@ -149,6 +156,105 @@ def test_webhook_notify_does_not_block_the_caller() -> None:
     release.set()
     notifier.close()
     assert [d["approval_url"] for d in delivered] == [NOTICE.approval_url]
+
+
+def test_webhook_2xx_then_a_dropped_body_is_delivered_once() -> None:
+    # Stops a double delivery: a 2xx whose body then failed to arrive was retried.
+    calls: list[httpx.Request] = []
+
+    class Broken(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"{"
+            raise httpx.ReadError("connection dropped mid-body")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200, stream=Broken())
+
+    notifier, sleeps = _webhook(client=httpx.Client(transport=httpx.MockTransport(handler)))
+    result = notifier.deliver(NOTICE)
+    assert (result.delivered, result.attempts, result.status_code) == (True, 1, 200)
+    assert len(calls) == 1 and sleeps == []
+
+
+def test_webhook_skips_an_expired_notice(respx_mock: respx.MockRouter, caplog: pytest.LogCaptureFixture) -> None:
+    # Stops an approval link from reaching the user after its request expired.
+    route = respx_mock.post(HOOK).mock(return_value=httpx.Response(204))
+    notifier, _ = _webhook(clock=lambda: NOTICE.expires_at)
+    caplog.set_level(logging.INFO)
+    result = notifier.deliver(NOTICE)
+    assert (result.delivered, result.attempts, result.reason) == (False, 0, "stale")
+    assert route.call_count == 0
+    assert "approval link for alice not delivered, the request expired" in caplog.text
+    assert "T0K3N" not in caplog.text
+
+
+def test_webhook_stops_retrying_once_the_notice_expires(respx_mock: respx.MockRouter) -> None:
+    # Stops retries (and a late success) from delivering a link that expired meanwhile.
+    route = respx_mock.post(HOOK).mock(return_value=httpx.Response(503))
+    now = [float(NOW)]
+    notifier, _ = _webhook(clock=lambda: now[0], sleep=lambda seconds: now.__setitem__(0, NOTICE.expires_at))
+    result = notifier.deliver(NOTICE)
+    assert (result.delivered, result.attempts, result.reason) == (False, 1, "stale")
+    assert route.call_count == 1
+
+
+def _blocked_webhook(**kwargs: Any) -> tuple[WebhookNotifier, ThreadPoolExecutor, threading.Event, list[str]]:
+    """A notifier whose one worker blocks in the first POST until the event is set."""
+    started, release = threading.Event(), threading.Event()
+    posted: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        posted.append(json.loads(request.content)["binding_message"])
+        started.set()
+        release.wait(5)
+        return httpx.Response(503)
+
+    executor = ThreadPoolExecutor(max_workers=1)
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    notifier, _ = _webhook(client=client, executor=executor, attempts=2, **kwargs)
+    notifier.notify(replace(NOTICE, binding_message="in-flight"))
+    assert started.wait(5)
+    return notifier, executor, release, posted
+
+
+def test_webhook_backlog_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    # Stops an unbounded backlog: a client looping on /bc-authorize against a hanging bridge.
+    notifier, executor, release, posted = _blocked_webhook(max_queued=3)
+    caplog.set_level(logging.INFO)
+    for n in range(5):
+        notifier.notify(replace(NOTICE, binding_message=f"q{n}"))
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert (
+        dropped
+        == ["webhook https://hooks.example.test/…: approval link for alice dropped, 3 notices already queued"] * 2
+    )
+    release.set()
+    notifier.close()
+    assert posted == ["in-flight", "in-flight", "q0", "q0", "q1", "q1", "q2", "q2"]  # 2 attempts each
+    executor.shutdown()
+    assert "T0K3N" not in caplog.text
+
+
+def test_webhook_close_without_wait_cancels_the_backlog() -> None:
+    # Stops a shutdown from waiting out ~22 s of attempts per queued notice.
+    notifier, executor, release, posted = _blocked_webhook()
+    for n in range(3):
+        notifier.notify(replace(NOTICE, binding_message=f"q{n}"))
+    started = time.monotonic()
+    notifier.close(wait=False)
+    assert time.monotonic() - started < 1
+    release.set()
+    executor.shutdown(wait=True)
+    assert posted == ["in-flight"]  # queued ones cancelled, the in-flight one not retried
+    notifier.notify(NOTICE)  # closed: logged, never raises
+
+
+def test_every_notifier_can_be_closed() -> None:
+    # The app's lifespan calls notifier.close(wait=False) on any notifier.
+    for notifier in (NullNotifier(), ConsoleNotifier(io.StringIO())):
+        notifier.close(wait=False)
+        notifier.close()
 
 
 def test_backchannel_request_notifies_with_approval_link_not_auth_req_id(env: Env) -> None:
@@ -160,3 +266,15 @@ def test_backchannel_request_notifies_with_approval_link_not_auth_req_id(env: En
     assert notice.approval_url == f"http://localhost:8000/approve/{env.request_for(auth_req_id).approval_id}"
     assert notice.actions == ["update IAM policy policy-42 (also: locations=https://iam.example.test/)"]
     assert notice.binding_message == "BM-1"
+
+
+def test_ping_push_logs_do_not_show_the_endpoint_path(caplog: pytest.LogCaptureFixture) -> None:
+    # A client's notification endpoint may hold a secret in its path (as chat webhooks do).
+    caplog.set_level(logging.INFO)
+    http = httpx.Client(transport=httpx.MockTransport(lambda _: httpx.Response(503)))
+    sender = NotificationSender(http=http, timeout=1.0, attempts=2, backoff=0.0, sleep=lambda _: None)
+    result = sender.send("https://user:pw@agent.example.test/cb/S3CR3T-path?k=S3CR3T", bearer="b", payload={})
+    assert not result.delivered and result.attempts == 2
+    assert "agent.example.test" in caplog.text
+    assert "S3CR3T" not in caplog.text and "pw@" not in caplog.text
+    assert shown("https://user:pw@agent.example.test:8443/cb/S3CR3T") == "https://agent.example.test:8443/…"

@@ -11,13 +11,15 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from pydantic import ValidationError
 
 from ciba_service.config import Settings
-from ciba_service.store import CallbackState, Enrollment, RedisStore, RequestStatus, Store
+from ciba_service.service import build_store
+from ciba_service.store import CallbackState, Enrollment, RedisStore, RequestStatus, Store, StoreMisconfigured
 from tests.conftest import Clock, make_settings, open_env
 from tests.redis_harness import fresh_prefix, running_redis
 from tests.test_store import NOW, intent, passkey, ping, receipt, request, user
@@ -109,7 +111,9 @@ def test_expiring_records_get_ttls(store: RedisStore, client: redis.Redis, prefi
     store.use_once("k", expires_at=NOW + 30, now=NOW)
     assert 0 < client.pttl(prefix + "enrollment:t") <= (900 + RETAIN) * 1000
     assert 0 < client.pttl(prefix + "intent:i1") <= (60 + RETAIN) * 1000
-    assert 30_000 < client.pttl(prefix + "once:k") <= 90_000  # expiry + clock skew allowance
+    assert 300_000 < client.pttl(prefix + "once:k") <= 330_000  # expiry + clock skew allowance
+    store.reserve_attempt("user_code:u1", attempt_id="a", now=NOW, window=900, limit=5)
+    assert 900_000 < client.pttl(prefix + "attempts:user_code:u1") <= 1_200_000  # window + skew
 
 
 def test_redis_deletes_an_expired_pending_request(redis_url: str, client: redis.Redis, prefix: str) -> None:
@@ -318,3 +322,50 @@ def test_redis_down_is_503_temporarily_unavailable_and_nothing_half_done(tmp_pat
                 assert response.json()["error"] == "temporarily_unavailable"
                 assert response.headers["retry-after"] == "5"
                 assert response.headers["cache-control"] == "no-store"
+
+
+def test_a_redis_that_may_evict_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # volatile-* policies evict exactly the TTL'd keys that enforce single use (jti records,
+    # user_code attempts): a replay would then pass. The service refuses to start on one.
+    with running_redis() as url:
+        admin = redis.Redis.from_url(url, decode_responses=True)
+        settings = make_settings(tmp_path, store="redis", redis_url=url, redis_prefix=fresh_prefix())
+        for policy in ("volatile-lru", "allkeys-lru", "volatile-ttl"):
+            admin.config_set("maxmemory-policy", policy)
+            with pytest.raises(StoreMisconfigured, match=f"maxmemory-policy is '{policy}'"):
+                build_store(settings)
+        admin.config_set("maxmemory-policy", "noeviction")
+        store = build_store(settings)
+        assert isinstance(store, RedisStore)
+        assert any("appendonly" in w for w in store.check_server())  # this test server persists nothing
+        # (switching AOF on in a test server makes its shutdown slow: the other answers, faked)
+        replies = {"maxmemory-policy": "noeviction", "appendonly": "yes", "appendfsync": "everysec"}
+        monkeypatch.setattr(store._redis, "config_get", lambda name: {name: replies[name]})
+        assert any("appendfsync is 'everysec'" in w for w in store.check_server())
+        replies["appendfsync"] = "always"
+        assert store.check_server() == []
+        store.close()
+        admin.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (redis.ReadOnlyError("You can't write against a read only replica."), 503),
+        (redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'."), 503),
+        (redis.ResponseError("ERR unknown command"), 500),
+    ],
+)
+def test_redis_refusals_are_mapped(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch, error: Exception, status: int
+) -> None:
+    settings = make_settings(tmp_path, store="redis", redis_url=redis_url, redis_prefix=fresh_prefix())
+    with open_env(settings) as env:
+
+        def refuse(*_: Any, **__: Any) -> None:
+            raise error
+
+        monkeypatch.setattr(env.provider.store, "add_request", refuse)
+        response = env.bc_authorize()
+        assert response.status_code == status
+        assert response.json()["error"] == ("temporarily_unavailable" if status == 503 else "server_error")

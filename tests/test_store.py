@@ -339,6 +339,16 @@ def test_decide_compares_expiry_with_the_service_clock(store: Store) -> None:
     assert store.decide("r1", status=RequestStatus.APPROVED, now=NOW + 9, receipt=receipt()) is True
 
 
+def test_a_claimed_callback_excludes_a_late_decision(store: Store) -> None:
+    # An instance whose clock runs ahead swept the request as expired (claimed its callback
+    # slot); an instance whose clock runs behind must not decide it afterwards, or the user's
+    # decision would never reach Keycloak.
+    store.add_request(request())
+    assert store.claim_callback("r1") is True
+    assert store.decide("r1", status=RequestStatus.APPROVED, now=NOW, receipt=receipt()) is False
+    assert store.get_receipt("rc1") is None
+
+
 def test_mark_issued_is_once(store: Store) -> None:
     store.add_request(request())
     assert store.mark_issued("r1", jti="j0") is False  # pending is not approved

@@ -11,7 +11,7 @@ from .base import (
     Store,
     User,
 )
-from .redis import RedisStore, StoreConflict
+from .redis import RedisStore, StoreConflict, StoreMisconfigured
 from .sqlite import SQLiteStore
 
 __all__ = [
@@ -26,5 +26,6 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "StoreConflict",
+    "StoreMisconfigured",
     "User",
 ]

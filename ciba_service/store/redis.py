@@ -23,7 +23,8 @@ key                             value                                        lif
 ``p notify``                    zset: ping/push, callback unclaimed, by the
                                 time delivery is due (0 once decided)
 ``p receipt:<receipt_id>``      hash: :class:`ApprovalReceipt`               durable
-``p once:<key>``                ``expires_at``                               expiry + 60 s
+``p once:<key>``                ``expires_at``                               expiry + 300 s
+``p attempts:<key>``            zset: attempt ids by time                    window + 300 s
 ``p user_code:<user_id>``       code hash                                    durable
 ``p intent:<intent_id>``        hash: :class:`Intent`                        expiry + retention
 ==============================  ===========================================  =================
@@ -70,7 +71,11 @@ __all__ = ["RedisStore", "StoreConflict"]
 DEFAULT_RETENTION = 3600
 # use_once keys outlive their expiry by this much: instances whose clocks run a little behind
 # still see the key until their own clock passes ``expires_at``.
-_CLOCK_SKEW = 60
+_CLOCK_SKEW = 300
+
+
+class StoreMisconfigured(Exception):
+    """The Redis server is configured in a way that breaks the store's guarantees."""
 
 
 class StoreConflict(Exception):
@@ -167,8 +172,10 @@ return 1
 # approval racing a denial) cannot both win, so the user's one decision is the only one, and
 # the receipt is stored in the same step as the decision it proves.
 _DECIDE = """
-local f = redis.call('HMGET', KEYS[1], 'status', 'expires_at')
-if f[1] ~= '"pending"' or tonumber(f[2]) <= tonumber(ARGV[3]) then return 0 end
+local f = redis.call('HMGET', KEYS[1], 'status', 'expires_at', 'callback_state')
+-- callback_state: a sweep that closed the request (an instance whose clock runs ahead) and a
+-- late decision exclude each other.
+if f[1] ~= '"pending"' or tonumber(f[2]) <= tonumber(ARGV[3]) or f[3] ~= '"none"' then return 0 end
 if #KEYS > 1 then
   if redis.call('EXISTS', KEYS[2]) == 1 then return conflict('receipt id already stored') end
   redis.call('HSET', KEYS[2], unpack(ARGV, 7))
@@ -355,7 +362,7 @@ _RESERVE_ATTEMPT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]) + 60)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]) + 300)
 return 1
 """
 
@@ -471,6 +478,39 @@ class RedisStore(Store):
             clock=clock,
             retain_after_expiry=retain_after_expiry,
         )
+
+    def check_server(self) -> list[str]:
+        """Refuse a Redis that may drop what this store relies on; return warnings to log.
+
+        Raises :class:`StoreMisconfigured` when ``maxmemory-policy`` is not ``noeviction``:
+        every record that enforces single use (client assertion, request object and DPoP
+        ``jti``s, the ``user_code`` attempt log, pending requests, enrollment links) carries a
+        TTL, so a ``volatile-*`` policy evicts exactly those under memory pressure, and a
+        replayed assertion or proof would then be accepted (``allkeys-*`` can evict anything,
+        receipts included). Warns when append-only persistence is off or not fsynced on every
+        write: a crash then forgets acknowledged writes, and a forgotten "issued" or "used"
+        reopens single use. Managed Redis that refuses ``CONFIG`` gets a warning instead."""
+        try:
+            config: dict[str, str] = self._redis.config_get("maxmemory-policy")
+            config.update(self._redis.config_get("appendonly"))
+            config.update(self._redis.config_get("appendfsync"))
+        except redis.ResponseError as exc:
+            return [f"cannot read the Redis configuration ({exc}); make sure maxmemory-policy is noeviction"]
+        policy = config.get("maxmemory-policy", "")
+        if policy != "noeviction":
+            raise StoreMisconfigured(
+                f"Redis maxmemory-policy is {policy!r}: it may evict the keys that enforce single use; "
+                "set maxmemory-policy noeviction"
+            )
+        warnings = []
+        if config.get("appendonly") != "yes":
+            warnings.append("Redis persistence (appendonly) is off: a Redis restart loses every decision and receipt")
+        elif config.get("appendfsync") != "always":
+            warnings.append(
+                f"Redis appendfsync is {config.get('appendfsync')!r}: a crash may forget the last second of "
+                "acknowledged writes (an issued token or a used jti); appendfsync always closes that gap"
+            )
+        return warnings
 
     def close(self) -> None:
         self._redis.close()

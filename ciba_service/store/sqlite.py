@@ -348,7 +348,9 @@ class SQLiteStore(Store):
             try:
                 changed = self._db.execute(
                     "UPDATE requests SET status = ?, decided_at = ?, receipt_id = ? "
-                    "WHERE request_id = ? AND status = 'pending' AND expires_at > ?",
+                    # callback_state: an expiry sweep (on an instance whose clock runs ahead)
+                    # that closed the request excludes a late decision, atomically.
+                    "WHERE request_id = ? AND status = 'pending' AND expires_at > ? AND callback_state = 'none'",
                     (status.value, now, receipt.receipt_id if receipt else None, request_id, now),
                 ).rowcount
                 if changed == 1 and receipt is not None:

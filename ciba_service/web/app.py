@@ -161,6 +161,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if task is not None:
             task.cancel()
+        # Queued approval notices are not worth delaying a shutdown for: their requests are
+        # still pending in the store, and the agent can ask again.
+        provider.notifier.close(wait=False)
 
 
 _SECRET_PATH = re.compile(r"^/(enroll|approve)/[^/?]+")
@@ -200,10 +203,21 @@ def create_app(provider: Provider) -> FastAPI:
 
     @app.exception_handler(redis.ConnectionError)
     @app.exception_handler(redis.TimeoutError)
-    async def _store_unreachable(_: Request, exc: Exception) -> Response:
-        # The shared store (Redis) is down or too slow: nothing was decided or issued (every
-        # guarded step is one atomic script), so the caller may retry; a 500 would read as a bug.
-        logging.getLogger("ciba_service").error("store unreachable: %s", exc)
+    @app.exception_handler(redis.ResponseError)
+    async def _store_unavailable(_: Request, exc: Exception) -> Response:
+        # The shared store (Redis) is down, too slow, out of memory (noeviction), or read-only
+        # after a failover: the caller may retry. Every guarded step is one atomic script, so
+        # nothing is ever half done; but a timeout can strike after a script ran and only its
+        # reply was lost, so the retry may find the step done (a redeemed auth_req_id is then
+        # invalid_grant, as for any second redemption). Anything else Redis refuses is a bug.
+        unavailable = not isinstance(exc, redis.ResponseError) or (
+            isinstance(exc, redis.ReadOnlyError) or str(exc).startswith("OOM")
+        )
+        if not unavailable:
+            logging.getLogger("ciba_service").error("store error: %s", exc)
+            body = {"error": "server_error", "error_description": "the service's store refused a command"}
+            return JSONResponse(body, status_code=500, headers=_NO_STORE)
+        logging.getLogger("ciba_service").error("store unavailable: %s", exc)
         body = {"error": "temporarily_unavailable", "error_description": "the service's store cannot be reached; retry"}
         return JSONResponse(body, status_code=503, headers={**_NO_STORE, "Retry-After": "5"})
 
