@@ -119,30 +119,23 @@ class CibaAgent:
                 # 256 bits of URL-safe base64: unguessable, and an RFC 6750 b64token.
                 client_notification_token = secrets.token_urlsafe(32)
             inbox.expect(client_notification_token)
-            try:
-                pending = self._request(
-                    login_hint=login_hint,
-                    authorization_details=authorization_details,
-                    scope=scope,
-                    binding_message=binding_message,
-                    requested_expiry=requested_expiry,
-                    client_notification_token=client_notification_token,
-                    extra=extra,
-                )
-            except BaseException:
+        try:
+            pending = self._request(
+                login_hint=login_hint,
+                authorization_details=authorization_details,
+                scope=scope,
+                binding_message=binding_message,
+                requested_expiry=requested_expiry,
+                client_notification_token=client_notification_token,
+                extra=extra,
+            )
+        except BaseException:
+            if inbox is not None and client_notification_token is not None:
                 inbox.forget(client_notification_token)
-                raise
+            raise
+        if inbox is not None and client_notification_token is not None:
             inbox.bind(client_notification_token, pending.auth_req_id)
-            return pending
-        return self._request(
-            login_hint=login_hint,
-            authorization_details=authorization_details,
-            scope=scope,
-            binding_message=binding_message,
-            requested_expiry=requested_expiry,
-            client_notification_token=client_notification_token,
-            extra=extra,
-        )
+        return pending
 
     def _request(
         self,

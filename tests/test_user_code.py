@@ -10,15 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
 from ciba_service import provider as provider_mod
 from ciba_service.provider import AttemptLimiter
-from ciba_service.service import build_provider
-from ciba_service.softauthn import SoftAuthenticator
 from ciba_service.store import SQLiteStore
-from ciba_service.web.app import create_app
-from tests.conftest import ACTION, AGENT_ID, AGENT_SECRET, BASE, Clock, Env, RecordingNotifier, enroll, make_settings
+from tests.conftest import ACTION, AGENT_ID, AGENT_SECRET, Env, enroll, make_settings, open_env
 from tests.redis_harness import fresh_prefix
 
 WRONG = "user_code is not valid for this user"
@@ -26,26 +22,14 @@ BLOCKED = "too many failed user_code attempts for this user; attempts are tempor
 
 
 def _env(tmp_path: Path, **overrides: Any) -> Iterator[Env]:
-    clock = Clock()
     settings = make_settings(tmp_path, backchannel_user_code_parameter_supported=True, **overrides)
-    notifier = RecordingNotifier()
-    provider = build_provider(settings, notifier=notifier, clock=clock)
-    authenticator = SoftAuthenticator()
-    with TestClient(create_app(provider), base_url=BASE) as client:
+    with open_env(settings, username=None) as env:
         for name, code in (("alice", "4711"), ("bob", "0815")):
-            enroll(provider, client, name, authenticator)
-            user = provider.store.find_user(name)
+            enroll(env.provider, env.client, name, env.authenticator)
+            user = env.provider.store.find_user(name)
             assert user is not None
-            provider.set_user_code(user, code)
-        yield Env(
-            provider=provider,
-            client=client,
-            clock=clock,
-            notifier=notifier,
-            authenticator=authenticator,
-            settings=settings,
-        )
-    provider.store.close()
+            env.provider.set_user_code(user, code)
+        yield env
 
 
 @pytest.fixture
@@ -174,20 +158,10 @@ def test_the_limit_holds_across_instances_sharing_redis(tmp_path: Path, redis_ur
     # Guessing on several instances behind a load balancer gets no more tries than on one.
     shared = {"store": "redis", "redis_url": redis_url, "redis_prefix": fresh_prefix()}
     for a in _env(tmp_path, **shared):  # enrolls alice with her code in the shared store
-        other = build_provider(a.settings, notifier=RecordingNotifier(), clock=a.clock)
-        with TestClient(create_app(other), base_url=BASE) as client:
-            b = Env(
-                provider=other,
-                client=client,
-                clock=a.clock,
-                notifier=RecordingNotifier(),
-                authenticator=a.authenticator,
-                settings=a.settings,
-            )
+        with open_env(a.settings, clock=a.clock, username=None) as b:
             fail(a, 3)
             fail(b, 2)
             assert_refused(request(a, "4711"), BLOCKED)
             assert_refused(request(b, "4711"), BLOCKED)
             a.clock.advance(900)
             assert request(b, "4711").status_code == 200
-        other.store.close()

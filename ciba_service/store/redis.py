@@ -356,13 +356,14 @@ return 1
 """
 
 # KEYS[1] the attempts (a sorted set: attempt id scored by time); ARGV[2] attempt id, ARGV[3] now,
-# ARGV[4] window, ARGV[5] limit. Prune, count and add in one script, so instances guessing at
-# once cannot all see "one attempt left" and all proceed.
+# ARGV[4] window, ARGV[5] limit, ARGV[6] seconds kept past the window (clock skew). Prune, count
+# and add in one script, so instances guessing at once cannot all see "one attempt left" and all
+# proceed.
 _RESERVE_ATTEMPT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]) + 300)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]) + tonumber(ARGV[6]))
 return 1
 """
 
@@ -782,7 +783,7 @@ class RedisStore(Store):
 
     def reserve_attempt(self, key: str, *, attempt_id: str, now: int, window: int, limit: int) -> bool:
         attempts = self._key("attempts", key)
-        return bool(self._run(self._reserve_attempt, [attempts], attempt_id, now, window, limit))
+        return bool(self._run(self._reserve_attempt, [attempts], attempt_id, now, window, limit, _CLOCK_SKEW))
 
     def cancel_attempt(self, key: str, *, attempt_id: str) -> None:
         self._redis.zrem(self._key("attempts", key), attempt_id)
