@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from .config import Settings, load_settings
-from .provider import Provider
-from .security import hash_secret, new_id
+from ciba_service.config import Settings, load_settings
+from ciba_service.core.security import hash_secret, new_id
+from ciba_service.server.provider import Provider
 
 __all__ = ["app", "main"]
 
@@ -39,7 +39,7 @@ err = Console(stderr=True)
 
 
 def _provider(config: Path | None) -> Provider:
-    from .service import build_provider
+    from ciba_service.server.wiring import build_provider
 
     try:
         return build_provider(_settings(config))
@@ -67,7 +67,7 @@ def serve(
 
     import uvicorn
 
-    from .service import build_app
+    from ciba_service.server.wiring import build_app
 
     settings = _settings(config)
     err.print(f"ciba-service {settings.mode} mode, issuer {settings.issuer}, data in {settings.data_dir}")
@@ -93,7 +93,7 @@ def users_add(
     config: ConfigOption = None,
 ) -> None:
     """Create a user and print a one-time passkey enrollment link."""
-    from .errors import ApprovalError
+    from ciba_service.core.errors import ApprovalError
 
     provider = _provider(config)
     try:
@@ -176,8 +176,8 @@ def agent_request(
     ] = None,
 ) -> None:
     """Send a backchannel request, wait for the user's decision, print the token."""
-    from .agent import AgentError, CibaAgent
-    from .tokens import SigningKey
+    from ciba_service.agent.client import AgentError, CibaAgent
+    from ciba_service.server.tokens import SigningKey
 
     raw = (
         Path(authorization_details[1:]).read_text() if authorization_details.startswith("@") else authorization_details
@@ -223,7 +223,7 @@ def agent_request(
 @receipts_app.command("verify")
 def receipts_verify(receipt_id: str, config: ConfigOption = None) -> None:
     """Re-verify a stored approval receipt (signature over the recorded preimage)."""
-    from .errors import ApprovalError
+    from ciba_service.core.errors import ApprovalError
 
     provider = _provider(config)
     try:
@@ -239,7 +239,7 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON summary line on stdout.")] = False,
 ) -> None:
     """Run the whole flow in embedded mode and show each step."""
-    from .demo import run_demo
+    from ciba_service.demo.run import run_demo
 
     started = time.monotonic()
     summary: dict[str, Any] = run_demo(as_json=as_json)

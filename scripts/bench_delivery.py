@@ -20,15 +20,15 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ciba_service import device
-from ciba_service.agent import CibaAgent, NotificationInbox
+from ciba_service.agent import device
+from ciba_service.agent.client import CibaAgent, NotificationInbox
+from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.config import ClientConfig, load_settings
-from ciba_service.notify import ApprovalNotice, Notifier
-from ciba_service.security import hash_secret
-from ciba_service.service import build_provider
-from ciba_service.serving import BackgroundServer, free_port
-from ciba_service.softauthn import SoftAuthenticator
+from ciba_service.core.security import hash_secret
+from ciba_service.server.notify import ApprovalNotice, Notifier
+from ciba_service.server.wiring import build_provider
 from ciba_service.web.app import create_app
+from ciba_service.web.serving import BackgroundServer, free_port
 
 RUNS = 20
 ACTION = [{"type": "iam_policy", "actions": ["update"], "identifier": "policy-42"}]

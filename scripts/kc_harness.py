@@ -25,14 +25,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
+from ciba_service.agent.softauthn import SoftAuthenticator  # noqa: E402
 from ciba_service.config import ClientConfig, load_settings  # noqa: E402
-from ciba_service.notify import ApprovalNotice, Notifier  # noqa: E402
-from ciba_service.provider import Provider  # noqa: E402
-from ciba_service.security import b64url_encode  # noqa: E402
-from ciba_service.service import build_provider  # noqa: E402
-from ciba_service.serving import BackgroundServer, free_port  # noqa: E402
-from ciba_service.softauthn import SoftAuthenticator  # noqa: E402
+from ciba_service.core.security import b64url_encode  # noqa: E402
+from ciba_service.server.notify import ApprovalNotice, Notifier  # noqa: E402
+from ciba_service.server.provider import Provider  # noqa: E402
+from ciba_service.server.wiring import build_provider  # noqa: E402
 from ciba_service.web.app import create_app  # noqa: E402
+from ciba_service.web.serving import BackgroundServer, free_port  # noqa: E402
 
 KC_PORT = int(os.environ.get("KC_HTTP_PORT", "8180"))
 KC_BASE = f"http://localhost:{KC_PORT}"

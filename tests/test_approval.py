@@ -18,11 +18,11 @@ import pytest
 import rfc8785
 from fastapi.testclient import TestClient
 
-from ciba_service import approval as approval_mod
-from ciba_service import softauthn
-from ciba_service.errors import ApprovalNotFound, AssertionRejected
-from ciba_service.security import b64url_encode
-from ciba_service.softauthn import SoftAuthenticator
+from ciba_service.agent import softauthn
+from ciba_service.agent.softauthn import SoftAuthenticator
+from ciba_service.core.errors import ApprovalNotFound, AssertionRejected
+from ciba_service.core.security import b64url_encode
+from ciba_service.server.approval import ceremony as approval_mod
 from ciba_service.store import BackchannelRequest, RequestStatus
 from tests.conftest import ACTION, BASE, Env, enroll
 

@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ciba_service.dpop import DPoPNonces, create_proof, jwk_thumbprint, public_jwk
-from ciba_service.resource import (
+from ciba_service.core.security import b64url_decode, b64url_encode
+from ciba_service.rfc9449.dpop import DPoPNonces, create_proof, jwk_thumbprint, public_jwk
+from ciba_service.rs.verifier import (
     InsufficientAuthorization,
     InsufficientUserAuthentication,
     InvalidDPoPProof,
@@ -30,8 +31,7 @@ from ciba_service.resource import (
     TokenVerifier,
     UseDPoPNonce,
 )
-from ciba_service.security import b64url_decode, b64url_encode
-from ciba_service.tokens import SigningKey
+from ciba_service.server.tokens import SigningKey
 from tests.test_resource_verifier import ACTION, AUD, ENTRY, ISS, decode_challenge_details, mint, verifier
 
 URL = "https://iam.example.test/policies/policy-42"
@@ -798,8 +798,8 @@ def test_arbitrary_strings_are_refused_cleanly(token: str) -> None:
     claims=st.dictionaries(st.sampled_from(["jti", "htm", "htu", "iat", "ath", "nonce"]), JSON_VALUES, max_size=4),
 )
 def test_garbage_dpop_proofs_are_refused_cleanly(header: dict[str, Any], claims: dict[str, Any]) -> None:
-    from ciba_service.dpop import DPoPProofError, verify_proof
-    from ciba_service.replay import InMemoryReplayCache
+    from ciba_service.core.replay import InMemoryReplayCache
+    from ciba_service.rfc9449.dpop import DPoPProofError, verify_proof
 
     proof = _raw_sign(
         {"typ": "dpop+jwt", "alg": "ES256", "jwk": public_jwk(AGENT.public_key()), **header},

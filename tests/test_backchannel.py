@@ -23,11 +23,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 
+from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.config import ClientConfig
-from ciba_service.provider import Provider
-from ciba_service.security import hash_secret, sha256_b64url
-from ciba_service.service import build_provider
-from ciba_service.softauthn import SoftAuthenticator
+from ciba_service.core.security import hash_secret, sha256_b64url
+from ciba_service.server.provider import Provider
+from ciba_service.server.wiring import build_provider
 from ciba_service.store import RequestStatus
 from ciba_service.web.app import create_app
 from tests.conftest import (

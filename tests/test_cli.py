@@ -13,10 +13,10 @@ import httpx
 import jwt
 import pytest
 
-from ciba_service import device
-from ciba_service.security import hash_secret
-from ciba_service.serving import free_port
-from ciba_service.softauthn import SoftAuthenticator
+from ciba_service.agent import device
+from ciba_service.agent.softauthn import SoftAuthenticator
+from ciba_service.core.security import hash_secret
+from ciba_service.web.serving import free_port
 
 CLI = [sys.executable, "-m", "ciba_service"]
 
@@ -48,7 +48,7 @@ def test_hash_secret_round_trip() -> None:
     assert result.returncode == 0
     line = result.stdout.strip()
     assert line.startswith("client_secret_hash = scrypt$")
-    from ciba_service.security import verify_secret
+    from ciba_service.core.security import verify_secret
 
     assert verify_secret("s3cret", line.split(" = ", 1)[1])
 

@@ -21,11 +21,11 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
-from ciba_service.client_auth import JWT_BEARER, JWT_SPIFFE
+from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.config import ClientConfig
-from ciba_service.security import hash_secret
-from ciba_service.service import build_provider
-from ciba_service.softauthn import SoftAuthenticator
+from ciba_service.core.security import hash_secret
+from ciba_service.server.client_auth import JWT_BEARER, JWT_SPIFFE
+from ciba_service.server.wiring import build_provider
 from ciba_service.web.app import create_app
 from tests.conftest import (
     ACTION,
@@ -366,7 +366,7 @@ def test_a_used_assertion_jti_is_remembered_past_exp_plus_leeway() -> None:
     captured assertion could be replayed in that window."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from ciba_service.client_jwt import ClientJwtError, verify_client_jwt
+    from ciba_service.jose.client_assertion import ClientJwtError, verify_client_jwt
 
     key = ec.generate_private_key(ec.SECP256R1())
     jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))

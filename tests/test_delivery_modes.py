@@ -18,17 +18,17 @@ import jwt
 import pytest
 import respx
 
-from ciba_service import device
-from ciba_service.agent import AgentError, CibaAgent, NotificationInbox
+from ciba_service.agent import device
+from ciba_service.agent.client import AgentError, CibaAgent, NotificationInbox
+from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.config import ClientConfig, load_settings
-from ciba_service.delivery import NotificationSender
-from ciba_service.provider import Provider
-from ciba_service.resource import JwksCache, RequestedAction, TokenVerifier
-from ciba_service.security import hash_secret
-from ciba_service.service import build_provider
-from ciba_service.serving import BackgroundServer, free_port
-from ciba_service.softauthn import SoftAuthenticator
+from ciba_service.core.security import hash_secret
+from ciba_service.rs.verifier import JwksCache, RequestedAction, TokenVerifier
+from ciba_service.server.delivery import NotificationSender
+from ciba_service.server.provider import Provider
+from ciba_service.server.wiring import build_provider
 from ciba_service.web.app import create_app
+from ciba_service.web.serving import BackgroundServer, free_port
 from tests.conftest import ACTION, RecordingNotifier
 
 EXACT = RequestedAction(

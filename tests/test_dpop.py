@@ -15,7 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from fastapi.testclient import TestClient
 
-from ciba_service.dpop import (
+from ciba_service.core.replay import InMemoryReplayCache
+from ciba_service.core.security import b64url_encode
+from ciba_service.demo.example_api import create_example_api
+from ciba_service.rfc9449.dpop import (
     DPoPProofError,
     UseDPoPNonce,
     access_token_hash,
@@ -24,11 +27,8 @@ from ciba_service.dpop import (
     public_jwk,
     verify_proof,
 )
-from ciba_service.example_api import create_example_api
-from ciba_service.replay import InMemoryReplayCache
-from ciba_service.resource import InvalidDPoPProof, InvalidToken, ResourceError
-from ciba_service.security import b64url_encode
-from ciba_service.tokens import SigningKey
+from ciba_service.rs.verifier import InvalidDPoPProof, InvalidToken, ResourceError
+from ciba_service.server.tokens import SigningKey
 from tests.test_resource_verifier import ACTION, ENTRY, mint, verifier
 
 URL = "https://api.example.test/policies/policy-42"
@@ -99,7 +99,7 @@ def test_rfc7638_thumbprint_example() -> None:
 def test_thumbprint_ignores_optional_members_and_matches_the_service() -> None:
     jwk = public_jwk(AGENT.public_key())
     assert jwk_thumbprint({**jwk, "kid": "x", "alg": "ES256", "use": "sig"}) == jwk_thumbprint(jwk)
-    from ciba_service.tokens import jwk_thumbprint as service_thumbprint
+    from ciba_service.server.tokens import jwk_thumbprint as service_thumbprint
 
     assert service_thumbprint(jwk) == jwk_thumbprint(jwk)
     with pytest.raises(ValueError):

@@ -14,14 +14,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 
-from ciba_service.agent import CibaAgent
-from ciba_service.dpop import DPoPNonces, UseDPoPNonce, create_proof, jwk_thumbprint, public_jwk, verify_proof
-from ciba_service.example_api import create_example_api
-from ciba_service.replay import InMemoryReplayCache
-from ciba_service.resource import InvalidDPoPProof, TokenVerifier, VerifiedToken
-from ciba_service.resource import UseDPoPNonce as UseDPoPNonceError
-from ciba_service.security import b64url_encode
-from ciba_service.tokens import SigningKey
+from ciba_service.agent.client import CibaAgent
+from ciba_service.core.replay import InMemoryReplayCache
+from ciba_service.core.security import b64url_encode
+from ciba_service.demo.example_api import create_example_api
+from ciba_service.rfc9449.dpop import DPoPNonces, UseDPoPNonce, create_proof, jwk_thumbprint, public_jwk, verify_proof
+from ciba_service.rs.verifier import InvalidDPoPProof, TokenVerifier, VerifiedToken
+from ciba_service.rs.verifier import UseDPoPNonce as UseDPoPNonceError
+from ciba_service.server.tokens import SigningKey
 from tests.conftest import Clock
 from tests.test_resource_verifier import ACTION, ENTRY, mint, verifier
 

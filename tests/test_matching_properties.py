@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ciba_service.resource import (
+from ciba_service.rs.verifier import (
     COMMON_FIELDS,
     PLAN_FIELDS,
     FieldRule,
@@ -38,7 +38,7 @@ from ciba_service.resource import (
     action_matches,
     normalize_uri,
 )
-from ciba_service.tokens import SigningKey
+from ciba_service.server.tokens import SigningKey
 from tests.test_resource_verifier import AUD, ISS, mint
 
 RESERVED = COMMON_FIELDS | PLAN_FIELDS

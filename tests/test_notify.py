@@ -16,8 +16,8 @@ import httpx
 import pytest
 import respx
 
-from ciba_service.delivery import NotificationSender, shown
-from ciba_service.notify import ApprovalNotice, ConsoleNotifier, NullNotifier, WebhookNotifier
+from ciba_service.server.delivery import NotificationSender, shown
+from ciba_service.server.notify import ApprovalNotice, ConsoleNotifier, NullNotifier, WebhookNotifier
 from tests.conftest import Env
 
 NOTICE = ApprovalNotice(

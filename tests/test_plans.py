@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from ciba_service.example_api import IAM_LOCATION, create_example_api
-from ciba_service.resource import (
+from ciba_service.demo.example_api import IAM_LOCATION, create_example_api
+from ciba_service.rs.verifier import (
     InMemoryReplayCache,
     InsufficientAuthorization,
     InvalidToken,
@@ -17,7 +17,7 @@ from ciba_service.resource import (
     StaticKeys,
     TokenVerifier,
 )
-from ciba_service.tokens import SigningKey
+from ciba_service.server.tokens import SigningKey
 from tests.conftest import Clock
 from tests.test_resource_verifier import AUD, ISS, mint, verifier
 

@@ -1,4 +1,4 @@
-"""RFC 9396 ``authorization_details`` validation (``ciba_service.rar``).
+"""RFC 9396 ``authorization_details`` validation (``ciba_service.rfc9396.rar``).
 
 RFC 9396 section 5: "the AS MUST refuse to process any unknown authorization details type or
 authorization details not conforming to the respective type definition", with the error
@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from ciba_service.config import AuthorizationDetailsTypeConfig
-from ciba_service.errors import InvalidAuthorizationDetails
-from ciba_service.rar import DEFAULT_TYPES, TypeRegistry, describe_entry, parse_authorization_details
+from ciba_service.core.errors import InvalidAuthorizationDetails
+from ciba_service.rfc9396.rar import DEFAULT_TYPES, TypeRegistry, describe_entry, parse_authorization_details
 from tests.conftest import ACTION, OTHER_ID, OTHER_SECRET, Env
 
 REGISTRY = TypeRegistry.from_config({})
@@ -669,7 +669,7 @@ def test_registry_defaults_when_nothing_configured() -> None:
 
 def test_a_client_naming_an_unknown_type_is_a_configuration_error(tmp_path: Path) -> None:
     from ciba_service.config import ClientConfig
-    from ciba_service.service import build_provider
+    from ciba_service.server.wiring import build_provider
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path, clients=[ClientConfig(client_id="c", authorization_details_types=["iam_polcy"])])

@@ -18,7 +18,7 @@ import redis
 from pydantic import ValidationError
 
 from ciba_service.config import Settings
-from ciba_service.service import build_store
+from ciba_service.server.wiring import build_store
 from ciba_service.store import CallbackState, Enrollment, RedisStore, RequestStatus, Store, StoreMisconfigured
 from tests.conftest import Clock, make_settings, open_env
 from tests.redis_harness import fresh_prefix, running_redis

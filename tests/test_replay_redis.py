@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
-from ciba_service.dpop import create_proof
-from ciba_service.replay import InMemoryReplayCache, RedisReplayCache, ReplayCache, ReplayStoreUnavailable
-from ciba_service.resource import InvalidDPoPProof, InvalidToken, ResourceUnavailable, TokenVerifier
-from ciba_service.tokens import SigningKey
+from ciba_service.core.replay import InMemoryReplayCache, RedisReplayCache, ReplayCache, ReplayStoreUnavailable
+from ciba_service.rfc9449.dpop import create_proof
+from ciba_service.rs.verifier import InvalidDPoPProof, InvalidToken, ResourceUnavailable, TokenVerifier
+from ciba_service.server.tokens import SigningKey
 from tests.redis_harness import free_port
 from tests.test_dpop import AGENT, AGENT_JKT
 from tests.test_plans import act

@@ -21,8 +21,10 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ciba_service.example_api import IAM_LOCATION, create_example_api
-from ciba_service.resource import (
+from ciba_service.core.security import b64url_decode, b64url_encode
+from ciba_service.demo.example_api import IAM_LOCATION, create_example_api
+from ciba_service.rs.fastapi import install_error_handler, require_action
+from ciba_service.rs.verifier import (
     FieldRule,
     InMemoryReplayCache,
     InsufficientAuthorization,
@@ -41,9 +43,7 @@ from ciba_service.resource import (
     action_matches,
     normalize_uri,
 )
-from ciba_service.rs_fastapi import install_error_handler, require_action
-from ciba_service.security import b64url_decode, b64url_encode
-from ciba_service.tokens import SigningKey, mint_access_token
+from ciba_service.server.tokens import SigningKey, mint_access_token
 
 ISS, AUD = "https://issuer.example.test", "resource-api"
 ENTRY: dict[str, Any] = {
@@ -749,10 +749,10 @@ def test_strict_base64url(data: bytes) -> None:
 def test_introspection_against_the_service(tmp_path: Any) -> None:
     """The client side against the service's real /introspect: a token the service issued is
     active until its auth_req_id is redeemed twice, which revokes it."""
+    from ciba_service.agent.softauthn import SoftAuthenticator
     from ciba_service.config import ClientConfig
-    from ciba_service.security import hash_secret
-    from ciba_service.service import build_provider
-    from ciba_service.softauthn import SoftAuthenticator
+    from ciba_service.core.security import hash_secret
+    from ciba_service.server.wiring import build_provider
     from ciba_service.web.app import create_app
     from tests.conftest import BASE, Clock, Env, RecordingNotifier, enroll, make_settings
 

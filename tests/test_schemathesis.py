@@ -15,7 +15,7 @@ from schemathesis.checks import (
     response_schema_conformance,
 )
 
-from ciba_service.service import build_provider
+from ciba_service.server.wiring import build_provider
 from ciba_service.web.app import create_app
 from tests.conftest import make_settings
 

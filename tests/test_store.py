@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from ciba_service.security import sha256_b64url
-from ciba_service.service import build_provider
+from ciba_service.core.security import sha256_b64url
+from ciba_service.server.wiring import build_provider
 from ciba_service.store import (
     ApprovalReceipt,
     BackchannelRequest,

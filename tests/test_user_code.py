@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from ciba_service import provider as provider_mod
-from ciba_service.provider import AttemptLimiter
+from ciba_service.server import provider as provider_mod
+from ciba_service.server.provider import AttemptLimiter
 from ciba_service.store import SQLiteStore
 from tests.conftest import ACTION, AGENT_ID, AGENT_SECRET, Env, enroll, make_settings, open_env
 from tests.redis_harness import fresh_prefix

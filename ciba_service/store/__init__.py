@@ -1,6 +1,6 @@
 """State behind one interface (see :class:`Store`)."""
 
-from .base import (
+from ciba_service.store.base import (
     ApprovalReceipt,
     BackchannelRequest,
     CallbackState,
@@ -11,8 +11,8 @@ from .base import (
     Store,
     User,
 )
-from .redis import RedisStore, StoreConflict, StoreMisconfigured
-from .sqlite import SQLiteStore
+from ciba_service.store.redis import RedisStore, StoreConflict, StoreMisconfigured
+from ciba_service.store.sqlite import SQLiteStore
 
 __all__ = [
     "ApprovalReceipt",

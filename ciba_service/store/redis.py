@@ -52,7 +52,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from .base import (
+from ciba_service.store.base import (
     ApprovalReceipt,
     BackchannelRequest,
     CallbackState,

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .base import (
+from ciba_service.store.base import (
     ApprovalReceipt,
     BackchannelRequest,
     CallbackState,

@@ -16,11 +16,11 @@ from fastapi import BackgroundTasks, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import CLIENT_CHALLENGE, ApprovalError, InvalidRequest, OAuthError
-from ..keycloak import ChannelError, KeycloakProvider
-from ..params import Params
-from ..provider import Provider
-from . import openapi
+from ciba_service.core.errors import CLIENT_CHALLENGE, ApprovalError, InvalidRequest, OAuthError
+from ciba_service.core.params import Params
+from ciba_service.server.keycloak.provider import ChannelError, KeycloakProvider
+from ciba_service.server.provider import Provider
+from ciba_service.web import openapi
 
 __all__ = ["create_app"]
 

@@ -20,9 +20,9 @@ from browser_harness import (
 )
 from playwright.sync_api import expect, sync_playwright
 
-from ciba_service.service import build_provider
-from ciba_service.serving import BackgroundServer, free_port
+from ciba_service.server.wiring import build_provider
 from ciba_service.web.app import create_app
+from ciba_service.web.serving import BackgroundServer, free_port
 
 
 @pytest.fixture

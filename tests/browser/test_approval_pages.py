@@ -11,8 +11,8 @@ import pytest
 from browser_harness import ACTION, Device, Service
 from playwright.sync_api import Page, Route, expect
 
-from ciba_service.agent import AgentError
-from ciba_service.resource import InsufficientAuthorization, JwksCache, RequestedAction, TokenVerifier
+from ciba_service.agent.client import AgentError
+from ciba_service.rs.verifier import InsufficientAuthorization, JwksCache, RequestedAction, TokenVerifier
 from ciba_service.store.base import RequestStatus
 
 pytestmark = pytest.mark.browser

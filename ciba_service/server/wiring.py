@@ -8,13 +8,13 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
-from .config import Settings
-from .keycloak import KeycloakProvider
-from .notify import ConsoleNotifier, Notifier, NullNotifier, WebhookNotifier
-from .provider import Provider
-from .store import RedisStore, SQLiteStore, Store
-from .tokens import SigningKey
-from .web.app import create_app
+from ciba_service.config import Settings
+from ciba_service.server.keycloak.provider import KeycloakProvider
+from ciba_service.server.notify import ConsoleNotifier, Notifier, NullNotifier, WebhookNotifier
+from ciba_service.server.provider import Provider
+from ciba_service.server.tokens import SigningKey
+from ciba_service.store import RedisStore, SQLiteStore, Store
+from ciba_service.web.app import create_app
 
 __all__ = ["build_app", "build_notifier", "build_provider", "build_store"]
 

@@ -20,17 +20,17 @@ import jwt
 from rich.console import Console
 from rich.panel import Panel
 
-from . import device
-from .agent import CibaAgent
-from .config import ClientConfig, load_settings
-from .example_api import IAM_LOCATION, create_example_api
-from .notify import ApprovalNotice, Notifier
-from .resource import JwksCache, TokenVerifier
-from .security import hash_secret, new_id
-from .service import build_provider
-from .serving import BackgroundServer, free_port
-from .softauthn import SoftAuthenticator
-from .web.app import create_app
+from ciba_service.agent import device
+from ciba_service.agent.client import CibaAgent
+from ciba_service.agent.softauthn import SoftAuthenticator
+from ciba_service.config import ClientConfig, load_settings
+from ciba_service.core.security import hash_secret, new_id
+from ciba_service.demo.example_api import IAM_LOCATION, create_example_api
+from ciba_service.rs.verifier import JwksCache, TokenVerifier
+from ciba_service.server.notify import ApprovalNotice, Notifier
+from ciba_service.server.wiring import build_provider
+from ciba_service.web.app import create_app
+from ciba_service.web.serving import BackgroundServer, free_port
 
 __all__ = ["run_demo"]
 

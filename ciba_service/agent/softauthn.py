@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from webauthn.helpers import encode_cbor
 
-from .security import b64url_decode, b64url_encode
+from ciba_service.core.security import b64url_decode, b64url_encode
 
 __all__ = ["SoftAuthenticator"]
 

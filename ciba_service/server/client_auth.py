@@ -17,11 +17,11 @@ from urllib.parse import unquote_plus
 
 import jwt
 
-from .client_jwt import ClientJwtError, SpiffeBundle, verify_client_jwt
-from .config import ClientConfig, Settings
-from .errors import InvalidClient, InvalidRequest
-from .params import Params
-from .security import hash_secret, verify_secret
+from ciba_service.config import ClientConfig, Settings
+from ciba_service.core.errors import InvalidClient, InvalidRequest
+from ciba_service.core.params import Params
+from ciba_service.core.security import hash_secret, verify_secret
+from ciba_service.jose.client_assertion import ClientJwtError, SpiffeBundle, verify_client_jwt
 
 __all__ = [
     "JWT_BEARER",

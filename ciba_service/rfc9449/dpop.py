@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from .replay import ReplayCache
-from .security import b64url_decode, b64url_encode, constant_time_eq, new_id, sha256_b64url
+from ciba_service.core.replay import ReplayCache
+from ciba_service.core.security import b64url_decode, b64url_encode, constant_time_eq, new_id, sha256_b64url
 
 __all__ = [
     "DPOP_ALGORITHMS",
@@ -319,7 +319,7 @@ def _check_htm(claims: Mapping[str, Any], method: str) -> None:
 def _check_htu(claims: Mapping[str, Any], url: str) -> None:
     # Step 9: compared without query and fragment, after RFC 3986 6.2.2/6.2.3 normalisation.
     # Imported here: resource.py (which owns the one normalisation) imports this module.
-    from .resource import normalize_uri
+    from ciba_service.rs.verifier import normalize_uri
 
     try:
         same = normalize_uri(_strip_query(claims["htu"])) == normalize_uri(_strip_query(url))

@@ -20,8 +20,8 @@ import rfc8785
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from .config import AuthorizationDetailsTypeConfig, FieldKind
-from .errors import InvalidAuthorizationDetails
+from ciba_service.config import AuthorizationDetailsTypeConfig, FieldKind
+from ciba_service.core.errors import InvalidAuthorizationDetails
 
 __all__ = [
     "COMMON_FIELDS",

@@ -31,10 +31,8 @@ from typing import Any
 import httpx
 import jwt
 
-from .backchannel import CIBA_GRANT_TYPE, validate_backchannel_request
-from .client_auth import AuthenticatedClient, parse_basic
-from .config import ClientConfig, Settings
-from .errors import (
+from ciba_service.config import ClientConfig, Settings
+from ciba_service.core.errors import (
     AssertionRejected,
     InvalidBindingMessage,
     InvalidClient,
@@ -43,11 +41,14 @@ from .errors import (
     UnknownUserId,
     UnsupportedGrantType,
 )
-from .notify import ApprovalNotice, Notifier
-from .params import Params
-from .provider import BackchannelResult, Provider
-from .security import new_id, sha256_b64url
-from .store.base import (
+from ciba_service.core.params import Params
+from ciba_service.core.security import new_id, sha256_b64url
+from ciba_service.server.backchannel import CIBA_GRANT_TYPE, validate_backchannel_request
+from ciba_service.server.client_auth import AuthenticatedClient, parse_basic
+from ciba_service.server.notify import ApprovalNotice, Notifier
+from ciba_service.server.provider import BackchannelResult, Provider
+from ciba_service.server.tokens import SigningKey
+from ciba_service.store.base import (
     BackchannelRequest,
     CallbackState,
     Intent,
@@ -56,7 +57,6 @@ from .store.base import (
     Store,
     User,
 )
-from .tokens import SigningKey
 
 __all__ = [
     "ChannelError",
@@ -65,7 +65,7 @@ __all__ = [
     "passkey_from_keycloak",
 ]
 
-log = logging.getLogger("ciba_service.keycloak")
+log = logging.getLogger("ciba_service.server.keycloak.provider")
 
 # The extra CIBA request parameter that carries our reference through Keycloak. Keycloak
 # passes extra parameters of up to 200 characters to the channel as top-level JSON members.

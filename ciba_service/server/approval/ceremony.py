@@ -36,9 +36,9 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from .errors import AssertionRejected, EnrollmentError
-from .security import b64url_encode, constant_time_eq, new_id
-from .store.base import ApprovalReceipt, BackchannelRequest, Passkey, User
+from ciba_service.core.errors import AssertionRejected, EnrollmentError
+from ciba_service.core.security import b64url_encode, constant_time_eq, new_id
+from ciba_service.store.base import ApprovalReceipt, BackchannelRequest, Passkey, User
 
 __all__ = [
     "BINDING_VERSION",

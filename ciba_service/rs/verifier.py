@@ -55,10 +55,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from . import dpop
-from .dpop import DPOP_ALGORITHMS, DPoPNonces, DPoPProofError, verify_proof
-from .replay import InMemoryReplayCache, ReplayCache, ReplayStoreUnavailable
-from .security import b64url_decode, b64url_encode, constant_time_eq
+from ciba_service.core.replay import InMemoryReplayCache, ReplayCache, ReplayStoreUnavailable
+from ciba_service.core.security import b64url_decode, b64url_encode, constant_time_eq
+from ciba_service.rfc9449 import dpop
+from ciba_service.rfc9449.dpop import DPOP_ALGORITHMS, DPoPNonces, DPoPProofError, verify_proof
 
 __all__ = [
     "COMMON_FIELDS",

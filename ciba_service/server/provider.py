@@ -1,7 +1,7 @@
 """The embedded CIBA OpenID Provider: the protocol core, free of any web framework.
 
 The web layer (``ciba_service.web``) only turns HTTP into calls to :class:`Provider` and its
-results or :class:`~ciba_service.errors.OAuthError` back into HTTP.
+results or :class:`~ciba_service.core.errors.OAuthError` back into HTTP.
 """
 
 from __future__ import annotations
@@ -15,20 +15,8 @@ from typing import Any
 
 import jwt
 
-from . import approval as approval_mod
-from . import dpop
-from .backchannel import (
-    CIBA_GRANT_TYPE,
-    Hint,
-    RequestContext,
-    check_client_may_use_ciba,
-    validate_backchannel_request,
-)
-from .client_auth import AssertionContext, AuthenticatedClient, authenticate_client
-from .client_jwt import ASSERTION_ALGORITHMS, SpiffeBundle
-from .config import Settings
-from .delivery import NotificationSender
-from .errors import (
+from ciba_service.config import Settings
+from ciba_service.core.errors import (
     AccessDenied,
     ApprovalAlreadyDecided,
     ApprovalExpired,
@@ -47,15 +35,27 @@ from .errors import (
     UnknownUserId,
     UnsupportedGrantType,
 )
-from .notify import ApprovalNotice, Notifier
-from .params import Params
-from .rar import TypeRegistry, describe_entry
-from .replay import ReplayCache
-from .security import hash_secret, new_id, sha256_b64url, verify_secret
-from .store.base import BackchannelRequest, CallbackState, Enrollment, RequestStatus, Store, User
-from .tokens import SigningKey, mint_access_token, mint_id_token
+from ciba_service.core.params import Params
+from ciba_service.core.replay import ReplayCache
+from ciba_service.core.security import hash_secret, new_id, sha256_b64url, verify_secret
+from ciba_service.jose.client_assertion import ASSERTION_ALGORITHMS, SpiffeBundle
+from ciba_service.rfc9396.rar import TypeRegistry, describe_entry
+from ciba_service.rfc9449 import dpop
+from ciba_service.server.approval import ceremony as approval_mod
+from ciba_service.server.backchannel import (
+    CIBA_GRANT_TYPE,
+    Hint,
+    RequestContext,
+    check_client_may_use_ciba,
+    validate_backchannel_request,
+)
+from ciba_service.server.client_auth import AssertionContext, AuthenticatedClient, authenticate_client
+from ciba_service.server.delivery import NotificationSender
+from ciba_service.server.notify import ApprovalNotice, Notifier
+from ciba_service.server.tokens import SigningKey, mint_access_token, mint_id_token
+from ciba_service.store.base import BackchannelRequest, CallbackState, Enrollment, RequestStatus, Store, User
 
-log = logging.getLogger("ciba_service.provider")
+log = logging.getLogger("ciba_service.server.provider")
 
 __all__ = ["SLOW_DOWN_INCREMENT", "AttemptLimiter", "Provider"]
 

@@ -26,7 +26,7 @@ import httpx
 
 __all__ = ["DeliveryResult", "NotificationSender", "RetryingPoster"]
 
-log = logging.getLogger("ciba_service.delivery")
+log = logging.getLogger("ciba_service.server.delivery")
 
 # httpx logs every request at INFO on the "httpx" logger, full URL included ("HTTP Request: POST
 # https://hooks.example.test/ciba/<secret> ..."): chat webhooks carry their secret in the path, and

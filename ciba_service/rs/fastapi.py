@@ -34,7 +34,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from .resource import MissingToken, RequestedAction, ResourceError, TokenVerifier, VerifiedToken
+from ciba_service.rs.verifier import MissingToken, RequestedAction, ResourceError, TokenVerifier, VerifiedToken
 
 __all__ = ["bearer_token", "install_error_handler", "request_url", "require_action"]
 

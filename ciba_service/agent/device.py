@@ -1,6 +1,6 @@
 """The decoupled device, scripted: what the approval page does, over HTTP, with any
 authenticator object offering ``get(options, origin=...)`` (the development
-:class:`~ciba_service.softauthn.SoftAuthenticator` in the demo and tests)."""
+:class:`~ciba_service.agent.softauthn.SoftAuthenticator` in the demo and tests)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from .approval import canonical_preimage, challenge_for
-from .security import b64url_encode, constant_time_eq
+from ciba_service.core.security import b64url_encode, constant_time_eq
+from ciba_service.server.approval.ceremony import canonical_preimage, challenge_for
 
 __all__ = ["Authenticator", "ChallengeMismatch", "approve", "deny", "enroll", "fetch_view"]
 

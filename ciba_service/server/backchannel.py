@@ -12,18 +12,18 @@ from typing import Any
 
 import jwt
 
-from .client_auth import AuthenticatedClient
-from .client_jwt import ClientJwtError, ExpiredJwt, verify_client_jwt
-from .config import Settings
-from .errors import (
+from ciba_service.config import Settings
+from ciba_service.core.errors import (
     ExpiredLoginHintToken,
     InvalidBindingMessage,
     InvalidRequest,
     InvalidScope,
     UnauthorizedClient,
 )
-from .params import Params
-from .rar import TypeRegistry, is_unsafe_char, parse_authorization_details
+from ciba_service.core.params import Params
+from ciba_service.jose.client_assertion import ClientJwtError, ExpiredJwt, verify_client_jwt
+from ciba_service.rfc9396.rar import TypeRegistry, is_unsafe_char, parse_authorization_details
+from ciba_service.server.client_auth import AuthenticatedClient
 
 __all__ = [
     "CIBA_GRANT_TYPE",

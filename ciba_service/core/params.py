@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .errors import InvalidRequest
+from ciba_service.core.errors import InvalidRequest
 
 __all__ = ["Params"]
 

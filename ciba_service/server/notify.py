@@ -17,11 +17,11 @@ from typing import TextIO
 
 import httpx
 
-from .delivery import DeliveryResult, RetryingPoster, shown
+from ciba_service.server.delivery import DeliveryResult, RetryingPoster, shown
 
 __all__ = ["ApprovalNotice", "ConsoleNotifier", "Notifier", "NullNotifier", "WebhookNotifier"]
 
-log = logging.getLogger("ciba_service.notify")
+log = logging.getLogger("ciba_service.server.notify")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +68,7 @@ class ConsoleNotifier(Notifier):
 
 class WebhookNotifier(Notifier):
     """POSTs the notice as JSON to a configured URL (a chat or push bridge), under the same retry
-    policy as ping/push delivery (:class:`~ciba_service.delivery.RetryingPoster`): connection
+    policy as ping/push delivery (:class:`~ciba_service.server.delivery.RetryingPoster`): connection
     errors, timeouts, 5xx and 429 are retried with backoff; a 2xx, a 4xx or a redirect (never
     followed: it could send the approval link to a third party) ends it.
 
