@@ -19,6 +19,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ciba_service tests scripts
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check ciba_service
 
 types: $(STAMP)

@@ -67,7 +67,7 @@ def serve(
 
     import uvicorn
 
-    from ciba_service.server.wiring import build_app
+    from ciba_service.web.app import build_app
 
     settings = _settings(config)
     err.print(f"ciba-service {settings.mode} mode, issuer {settings.issuer}, data in {settings.data_dir}")

@@ -15,11 +15,11 @@ from fastapi.testclient import TestClient
 
 from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.config import ClientConfig, Settings, load_settings
+from ciba_service.core.model import BackchannelRequest
 from ciba_service.core.security import hash_secret, sha256_b64url
 from ciba_service.server.notify import ApprovalNotice, Notifier
 from ciba_service.server.provider import Provider
 from ciba_service.server.wiring import build_provider
-from ciba_service.store import BackchannelRequest
 from ciba_service.web.app import create_app
 from tests.redis_harness import redis_url  # noqa: F401 - the fixture, for every module
 

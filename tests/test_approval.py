@@ -21,9 +21,9 @@ from fastapi.testclient import TestClient
 from ciba_service.agent import softauthn
 from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.core.errors import ApprovalNotFound, AssertionRejected
+from ciba_service.core.model import BackchannelRequest, RequestStatus
 from ciba_service.core.security import b64url_encode
 from ciba_service.server.approval import ceremony as approval_mod
-from ciba_service.store import BackchannelRequest, RequestStatus
 from tests.conftest import ACTION, BASE, Env, enroll
 
 NO_STORE = "no-store"

@@ -41,11 +41,11 @@ from jwt.algorithms import ECAlgorithm
 
 from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.config import ClientConfig, Settings
+from ciba_service.core.model import User
 from ciba_service.core.security import b64url_encode, sha256_b64url
 from ciba_service.server.provider import Provider
 from ciba_service.server.tokens import mint_access_token, mint_id_token
 from ciba_service.server.wiring import build_provider
-from ciba_service.store import User
 from ciba_service.web.app import create_app
 from tests.conftest import ACTION, BASE, CIBA, Clock, RecordingNotifier, enroll, make_settings
 

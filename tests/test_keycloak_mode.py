@@ -23,10 +23,10 @@ from fastapi.testclient import TestClient
 from webauthn.helpers import encode_cbor
 
 from ciba_service.agent.softauthn import SoftAuthenticator, _Credential
+from ciba_service.core.model import CallbackState, RequestStatus
 from ciba_service.core.security import b64url_encode
 from ciba_service.server.keycloak.provider import KeycloakProvider, passkey_from_keycloak
 from ciba_service.server.wiring import build_provider
-from ciba_service.store import CallbackState, RequestStatus
 from ciba_service.web.app import create_app
 from tests.conftest import ACTION, BASE, CIBA, Clock, RecordingNotifier, make_settings
 

@@ -18,8 +18,9 @@ import redis
 from pydantic import ValidationError
 
 from ciba_service.config import Settings
+from ciba_service.core.model import CallbackState, Enrollment, RequestStatus
 from ciba_service.server.wiring import build_store
-from ciba_service.store import CallbackState, Enrollment, RedisStore, RequestStatus, Store, StoreMisconfigured
+from ciba_service.store import RedisStore, Store, StoreMisconfigured
 from tests.conftest import Clock, make_settings, open_env
 from tests.redis_harness import fresh_prefix, running_redis
 from tests.test_store import NOW, intent, passkey, ping, receipt, request, user

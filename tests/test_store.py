@@ -11,22 +11,19 @@ from typing import Any
 
 import pytest
 
-from ciba_service.core.security import sha256_b64url
-from ciba_service.server.wiring import build_provider
-from ciba_service.store import (
+from ciba_service.core.model import (
     ApprovalReceipt,
     BackchannelRequest,
     CallbackState,
     Enrollment,
     Intent,
     Passkey,
-    RedisStore,
     RequestStatus,
-    SQLiteStore,
-    Store,
-    StoreConflict,
     User,
 )
+from ciba_service.core.security import sha256_b64url
+from ciba_service.server.wiring import build_provider
+from ciba_service.store import RedisStore, SQLiteStore, Store, StoreConflict
 from tests.conftest import Env, make_settings, open_env
 from tests.redis_harness import fresh_prefix
 

@@ -8,8 +8,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from ciba_service.core.binding import canonical_preimage, challenge_for
 from ciba_service.core.security import b64url_encode, constant_time_eq
-from ciba_service.server.approval.ceremony import canonical_preimage, challenge_for
 
 __all__ = ["Authenticator", "ChallengeMismatch", "approve", "deny", "enroll", "fetch_view"]
 

@@ -21,12 +21,12 @@ from ciba_service.core.errors import (
     UnauthorizedClient,
 )
 from ciba_service.core.params import Params
+from ciba_service.core.protocol import CIBA_GRANT_TYPE
 from ciba_service.jose.client_assertion import ClientJwtError, ExpiredJwt, verify_client_jwt
 from ciba_service.rfc9396.rar import TypeRegistry, is_unsafe_char, parse_authorization_details
 from ciba_service.server.client_auth import AuthenticatedClient
 
 __all__ = [
-    "CIBA_GRANT_TYPE",
     "ValidatedBackchannelRequest",
     "check_binding_message",
     "check_client_may_use_ciba",
@@ -36,8 +36,6 @@ __all__ = [
     "check_unsupported_parameters",
     "validate_backchannel_request",
 ]
-
-CIBA_GRANT_TYPE = "urn:openid:params:grant-type:ciba"
 
 
 # Parameters of the authentication request itself (CIBA 7.1); with a signed request they

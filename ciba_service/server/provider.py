@@ -35,7 +35,9 @@ from ciba_service.core.errors import (
     UnknownUserId,
     UnsupportedGrantType,
 )
+from ciba_service.core.model import BackchannelRequest, CallbackState, Enrollment, RequestStatus, User
 from ciba_service.core.params import Params
+from ciba_service.core.protocol import CIBA_GRANT_TYPE
 from ciba_service.core.replay import ReplayCache
 from ciba_service.core.security import hash_secret, new_id, sha256_b64url, verify_secret
 from ciba_service.jose.client_assertion import ASSERTION_ALGORITHMS, SpiffeBundle
@@ -43,7 +45,6 @@ from ciba_service.rfc9396.rar import TypeRegistry, describe_entry
 from ciba_service.rfc9449 import dpop
 from ciba_service.server.approval import ceremony as approval_mod
 from ciba_service.server.backchannel import (
-    CIBA_GRANT_TYPE,
     Hint,
     RequestContext,
     check_client_may_use_ciba,
@@ -53,7 +54,7 @@ from ciba_service.server.client_auth import AssertionContext, AuthenticatedClien
 from ciba_service.server.delivery import NotificationSender
 from ciba_service.server.notify import ApprovalNotice, Notifier
 from ciba_service.server.tokens import SigningKey, mint_access_token, mint_id_token
-from ciba_service.store.base import BackchannelRequest, CallbackState, Enrollment, RequestStatus, Store, User
+from ciba_service.store.base import Store
 
 log = logging.getLogger("ciba_service.server.provider")
 

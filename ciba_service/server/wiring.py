@@ -6,17 +6,14 @@ import logging
 import time
 from collections.abc import Callable
 
-from fastapi import FastAPI
-
 from ciba_service.config import Settings
 from ciba_service.server.keycloak.provider import KeycloakProvider
 from ciba_service.server.notify import ConsoleNotifier, Notifier, NullNotifier, WebhookNotifier
 from ciba_service.server.provider import Provider
 from ciba_service.server.tokens import SigningKey
 from ciba_service.store import RedisStore, SQLiteStore, Store
-from ciba_service.web.app import create_app
 
-__all__ = ["build_app", "build_notifier", "build_provider", "build_store"]
+__all__ = ["build_notifier", "build_provider", "build_store"]
 
 log = logging.getLogger("ciba_service")
 
@@ -69,7 +66,3 @@ def build_provider(
         notifier=notifier or build_notifier(settings),
         clock=clock,
     )
-
-
-def build_app(settings: Settings) -> FastAPI:
-    return create_app(build_provider(settings))

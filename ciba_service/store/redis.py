@@ -52,7 +52,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from ciba_service.store.base import (
+from ciba_service.core.model import (
     ApprovalReceipt,
     BackchannelRequest,
     CallbackState,
@@ -60,9 +60,9 @@ from ciba_service.store.base import (
     Intent,
     Passkey,
     RequestStatus,
-    Store,
     User,
 )
+from ciba_service.store.base import Store
 
 __all__ = ["RedisStore", "StoreConflict"]
 

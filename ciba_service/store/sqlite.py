@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ciba_service.store.base import (
+from ciba_service.core.model import (
     ApprovalReceipt,
     BackchannelRequest,
     CallbackState,
@@ -17,9 +17,9 @@ from ciba_service.store.base import (
     Intent,
     Passkey,
     RequestStatus,
-    Store,
     User,
 )
+from ciba_service.store.base import Store
 
 __all__ = ["SQLiteStore"]
 

@@ -16,13 +16,15 @@ from fastapi import BackgroundTasks, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from ciba_service.config import Settings
 from ciba_service.core.errors import CLIENT_CHALLENGE, ApprovalError, InvalidRequest, OAuthError
 from ciba_service.core.params import Params
 from ciba_service.server.keycloak.provider import ChannelError, KeycloakProvider
 from ciba_service.server.provider import Provider
+from ciba_service.server.wiring import build_provider
 from ciba_service.web import openapi
 
-__all__ = ["create_app"]
+__all__ = ["build_app", "create_app"]
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # The approval and enrollment pages: no framing (clickjacking an Approve button), no
@@ -336,3 +338,8 @@ def create_app(provider: Provider) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def build_app(settings: Settings) -> FastAPI:
+    """The ASGI app for ``settings`` (what ``ciba-service serve`` runs)."""
+    return create_app(build_provider(settings))

@@ -11,11 +11,10 @@ from playwright.sync_api import expect
 
 from ciba_service.agent.client import CibaAgent
 from ciba_service.config import ClientConfig, Settings, load_settings
+from ciba_service.core.model import BackchannelRequest, Passkey
 from ciba_service.core.security import hash_secret, sha256_b64url
 from ciba_service.server.notify import ApprovalNotice, Notifier
 from ciba_service.server.provider import Provider
-from ciba_service.store import BackchannelRequest
-from ciba_service.store.base import Passkey
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -9,12 +9,10 @@ receipt lets anyone holding the user's public key check this later.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
-import rfc8785
 from webauthn import (
     generate_authentication_options,
     generate_registration_options,
@@ -36,49 +34,19 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from ciba_service.core.binding import binding_document, canonical_preimage, challenge_for
 from ciba_service.core.errors import AssertionRejected, EnrollmentError
+from ciba_service.core.model import ApprovalReceipt, BackchannelRequest, Passkey, User
 from ciba_service.core.security import b64url_encode, constant_time_eq, new_id
-from ciba_service.store.base import ApprovalReceipt, BackchannelRequest, Passkey, User
 
 __all__ = [
-    "BINDING_VERSION",
     "VerifiedApproval",
     "authentication_options",
-    "binding_document",
-    "challenge_for",
     "registration_options",
     "reverify_receipt",
     "verify_approval",
     "verify_enrollment",
 ]
-
-BINDING_VERSION = 1
-
-
-def binding_document(*, request: BackchannelRequest, issuer: str) -> dict[str, Any]:
-    """What the user approves: every field that decides what the token will allow."""
-    return {
-        "v": BINDING_VERSION,
-        "iss": issuer,
-        "client_id": request.client_id,
-        "sub": request.user_id,
-        "request_id": request.request_id,
-        "binding_message": request.binding_message,
-        "authorization_details": request.authorization_details,
-        "exp": request.expires_at,
-        # Fresh per request: two identical actions requested twice get different challenges,
-        # so an assertion for one can never be replayed as approval of the other.
-        "nonce": request.nonce,
-    }
-
-
-def canonical_preimage(document: dict[str, Any]) -> bytes:
-    """RFC 8785 (JCS) serialisation: the same bytes in every implementation."""
-    return rfc8785.dumps(document)
-
-
-def challenge_for(preimage: bytes) -> bytes:
-    return hashlib.sha256(preimage).digest()
 
 
 def authentication_options(*, challenge: bytes, rp_id: str, passkeys: list[Passkey], timeout_ms: int) -> dict[str, Any]:

@@ -41,22 +41,16 @@ from ciba_service.core.errors import (
     UnknownUserId,
     UnsupportedGrantType,
 )
+from ciba_service.core.model import BackchannelRequest, CallbackState, Intent, Passkey, RequestStatus, User
 from ciba_service.core.params import Params
+from ciba_service.core.protocol import CIBA_GRANT_TYPE
 from ciba_service.core.security import new_id, sha256_b64url
-from ciba_service.server.backchannel import CIBA_GRANT_TYPE, validate_backchannel_request
+from ciba_service.server.backchannel import validate_backchannel_request
 from ciba_service.server.client_auth import AuthenticatedClient, parse_basic
 from ciba_service.server.notify import ApprovalNotice, Notifier
 from ciba_service.server.provider import BackchannelResult, Provider
 from ciba_service.server.tokens import SigningKey
-from ciba_service.store.base import (
-    BackchannelRequest,
-    CallbackState,
-    Intent,
-    Passkey,
-    RequestStatus,
-    Store,
-    User,
-)
+from ciba_service.store.base import Store
 
 __all__ = [
     "ChannelError",
