@@ -20,10 +20,10 @@ from fastapi.testclient import TestClient
 
 from ciba_service.agent import softauthn
 from ciba_service.agent.softauthn import SoftAuthenticator
+from ciba_service.core import binding
 from ciba_service.core.errors import ApprovalNotFound, AssertionRejected
 from ciba_service.core.model import BackchannelRequest, RequestStatus
 from ciba_service.core.security import b64url_encode
-from ciba_service.server.approval import ceremony as approval_mod
 from tests.conftest import ACTION, BASE, Env, enroll
 
 NO_STORE = "no-store"
@@ -110,7 +110,7 @@ FIXED_CHALLENGE_B64URL = "dGNWUMGPmD93EKD25DDfxxW0QXoXz8ow95lcxLHCP7Q"
 
 
 def test_binding_document_fields() -> None:
-    document = approval_mod.binding_document(request=FIXED_REQUEST, issuer=BASE)
+    document = binding.binding_document(request=FIXED_REQUEST, issuer=BASE)
     assert document == {
         "v": 1,
         "iss": BASE,
@@ -125,23 +125,23 @@ def test_binding_document_fields() -> None:
 
 
 def test_challenge_known_vector() -> None:
-    document = approval_mod.binding_document(request=FIXED_REQUEST, issuer=BASE)
+    document = binding.binding_document(request=FIXED_REQUEST, issuer=BASE)
     # computed independently of the package: rfc8785 + hashlib
     assert rfc8785.dumps(document) == FIXED_PREIMAGE
     assert hashlib.sha256(FIXED_PREIMAGE).hexdigest() == FIXED_SHA256_HEX
     # and by the package
-    preimage = approval_mod.canonical_preimage(document)
+    preimage = binding.canonical_preimage(document)
     assert preimage == FIXED_PREIMAGE
-    challenge = approval_mod.challenge_for(preimage)
+    challenge = binding.challenge_for(preimage)
     assert challenge.hex() == FIXED_SHA256_HEX
     assert b64url_encode(challenge) == FIXED_CHALLENGE_B64URL
 
 
 def test_null_binding_message_is_part_of_the_document() -> None:
     request = dataclasses.replace(FIXED_REQUEST, binding_message=None)
-    preimage = approval_mod.canonical_preimage(approval_mod.binding_document(request=request, issuer=BASE))
+    preimage = binding.canonical_preimage(binding.binding_document(request=request, issuer=BASE))
     assert b'"binding_message":null,' in preimage
-    assert approval_mod.challenge_for(preimage).hex() != FIXED_SHA256_HEX
+    assert binding.challenge_for(preimage).hex() != FIXED_SHA256_HEX
 
 
 @pytest.mark.parametrize(
@@ -160,14 +160,14 @@ def test_null_binding_message_is_part_of_the_document() -> None:
 )
 def test_every_field_changes_the_challenge(change: dict[str, Any]) -> None:
     request = dataclasses.replace(FIXED_REQUEST, **change)
-    preimage = approval_mod.canonical_preimage(approval_mod.binding_document(request=request, issuer=BASE))
-    assert approval_mod.challenge_for(preimage).hex() != FIXED_SHA256_HEX
+    preimage = binding.canonical_preimage(binding.binding_document(request=request, issuer=BASE))
+    assert binding.challenge_for(preimage).hex() != FIXED_SHA256_HEX
 
 
 def test_fields_outside_the_document_do_not_change_the_challenge() -> None:
     request = dataclasses.replace(FIXED_REQUEST, client_name="Renamed", scope="openid profile", interval=9)
-    preimage = approval_mod.canonical_preimage(approval_mod.binding_document(request=request, issuer=BASE))
-    assert approval_mod.challenge_for(preimage).hex() == FIXED_SHA256_HEX
+    preimage = binding.canonical_preimage(binding.binding_document(request=request, issuer=BASE))
+    assert binding.challenge_for(preimage).hex() == FIXED_SHA256_HEX
 
 
 def test_jcs_key_order_and_number_form() -> None:
@@ -181,7 +181,7 @@ def test_jcs_key_order_and_number_form() -> None:
         "10": 3,
         "1": 4,
     }
-    assert approval_mod.canonical_preimage(document) == (
+    assert binding.canonical_preimage(document) == (
         '{"1":4,"10":3,"a":[1e+21,0.1,0,1e-7,100,4500000000000000],"b":1,'
         '"é":"\\n\u2028\\"","€":"€","\U0001f600":1,"\ufb01":2}'
     ).encode("utf-8")
@@ -190,7 +190,7 @@ def test_jcs_key_order_and_number_form() -> None:
 def test_live_request_document_and_challenge(env: Env) -> None:
     _, request, view = new_request(env)
     document = view["binding_document"]
-    assert document == approval_mod.binding_document(request=request, issuer=BASE)
+    assert document == binding.binding_document(request=request, issuer=BASE)
     assert set(document) == {
         "v",
         "iss",
@@ -238,8 +238,8 @@ def test_approval_page_details(env: Env) -> None:
         b64url_encode(p.credential_id) for p in alice_passkeys(env)
     ]
     assert all(c["type"] == "public-key" for c in options["allowCredentials"])
-    preimage = approval_mod.canonical_preimage(approval_mod.binding_document(request=request, issuer=BASE))
-    assert options["challenge"] == b64url_encode(approval_mod.challenge_for(preimage))
+    preimage = binding.canonical_preimage(binding.binding_document(request=request, issuer=BASE))
+    assert options["challenge"] == b64url_encode(binding.challenge_for(preimage))
 
 
 def test_allow_credentials_lists_every_passkey_of_the_user_and_no_other(env: Env) -> None:
@@ -293,7 +293,7 @@ def test_approve_succeeds_and_records_the_receipt(env: Env) -> None:
     assert receipt.user_id == request.user_id
     assert receipt.credential_id == passkey.credential_id
     assert receipt.credential_public_key == passkey.public_key
-    assert receipt.preimage == approval_mod.canonical_preimage(view["binding_document"])
+    assert receipt.preimage == binding.canonical_preimage(view["binding_document"])
     assert receipt.challenge == view["publicKey"]["challenge"]
     assert receipt.assertion == credential
     assert (receipt.rp_id, receipt.origin) == ("localhost", BASE)

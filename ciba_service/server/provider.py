@@ -16,6 +16,7 @@ from typing import Any
 import jwt
 
 from ciba_service.config import Settings
+from ciba_service.core.binding import binding_document, canonical_preimage, challenge_for
 from ciba_service.core.errors import (
     AccessDenied,
     ApprovalAlreadyDecided,
@@ -567,9 +568,9 @@ class Provider:
         status = request.status.value
         if request.status is RequestStatus.PENDING and self.now() >= request.expires_at:
             status = "expired"
-        document = approval_mod.binding_document(request=request, issuer=self.settings.issuer)
-        preimage = approval_mod.canonical_preimage(document)
-        challenge = approval_mod.challenge_for(preimage)
+        document = binding_document(request=request, issuer=self.settings.issuer)
+        preimage = canonical_preimage(document)
+        challenge = challenge_for(preimage)
         view: dict[str, Any] = {
             "status": status,
             "client_id": request.client_id,
