@@ -43,6 +43,7 @@ from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.config import ClientConfig, Settings
 from ciba_service.core.model import User
 from ciba_service.core.security import b64url_encode, sha256_b64url
+from ciba_service.server.embedded import EmbeddedIssuer
 from ciba_service.server.provider import Provider
 from ciba_service.server.tokens import mint_access_token, mint_id_token
 from ciba_service.server.wiring import build_provider
@@ -1761,7 +1762,8 @@ def _world(tmp: Path, clock: Clock, **overrides: Any) -> Iterator[World]:
     )
     provider = build_provider(settings, notifier=RecordingNotifier(), clock=clock)
     provider.sweep_interval = 0  # no background deliveries to the (unreachable) ping/push endpoint
-    provider.deliver_in_background = False
+    assert isinstance(provider.issuer, EmbeddedIssuer)
+    provider.issuer.deliver_in_background = False
     authenticator = SoftAuthenticator()
     app = create_app(provider)
     # A 500 must show as a status to assert on, not as an exception in the test.

@@ -25,7 +25,8 @@ from webauthn.helpers import encode_cbor
 from ciba_service.agent.softauthn import SoftAuthenticator, _Credential
 from ciba_service.core.model import CallbackState, RequestStatus
 from ciba_service.core.security import b64url_encode
-from ciba_service.server.keycloak.provider import KeycloakProvider, passkey_from_keycloak
+from ciba_service.server.keycloak import KeycloakIssuer, passkey_from_keycloak
+from ciba_service.server.provider import Provider
 from ciba_service.server.wiring import build_provider
 from ciba_service.web.app import create_app
 from tests.conftest import ACTION, BASE, CIBA, Clock, RecordingNotifier, make_settings
@@ -176,7 +177,7 @@ class FakeKeycloak:
 class KcEnv:
     kc: FakeKeycloak
     client: TestClient
-    provider: KeycloakProvider
+    provider: Provider
     notifier: RecordingNotifier
     clock: Clock
 
@@ -211,8 +212,8 @@ def kc_env(tmp_path: Path) -> Iterator[KcEnv]:
         keycloak={"base_url": KC, "realm": "agents", "admin_client_secret": "dev-only"},
     )
     provider = build_provider(settings, notifier=notifier, clock=clock)
-    assert isinstance(provider, KeycloakProvider)
-    provider._sleep = lambda _: None  # no real backoff waits in tests
+    assert isinstance(provider.issuer, KeycloakIssuer)
+    provider.issuer.callbacks.sleep = lambda _: None  # no real backoff waits in tests
     with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
         kc = FakeKeycloak(router=router, clock=clock)
         kc.register_passkey()

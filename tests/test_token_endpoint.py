@@ -14,7 +14,7 @@ import pytest
 
 from ciba_service.config import load_settings
 from ciba_service.core.model import RequestStatus
-from ciba_service.server.provider import SLOW_DOWN_INCREMENT
+from ciba_service.server.grant import SLOW_DOWN_INCREMENT
 from tests.conftest import ACTION, AGENT_ID, AGENT_SECRET, BASE, CIBA, OTHER_ID, OTHER_SECRET, Env
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from ciba_service.server import provider as provider_mod
-from ciba_service.server.provider import AttemptLimiter
+from ciba_service.server import user_code as user_code_mod
+from ciba_service.server.user_code import AttemptLimiter
 from ciba_service.store import SQLiteStore
 from tests.conftest import ACTION, AGENT_ID, AGENT_SECRET, Env, enroll, make_settings, open_env
 from tests.redis_harness import fresh_prefix
@@ -62,13 +62,13 @@ def fail(env: Env, times: int, *, user: str = "alice") -> None:
 def verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every user_code the provider checks against a stored hash."""
     seen: list[str] = []
-    real: Callable[[str, str], bool] = provider_mod.verify_secret
+    real: Callable[[str, str], bool] = user_code_mod.verify_secret
 
     def counting(secret: str, stored: str) -> bool:
         seen.append(secret)
         return real(secret, stored)
 
-    monkeypatch.setattr(provider_mod, "verify_secret", counting)
+    monkeypatch.setattr(user_code_mod, "verify_secret", counting)
     return seen
 
 

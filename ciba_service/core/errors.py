@@ -20,13 +20,15 @@ Exception hierarchy::
     ├── ExpiredToken
     ├── AccessDenied
     ├── InvalidDPoPProof            RFC 9449 5
-    └── TemporarilyUnavailable      503, the upstream IdP could not be reached
+    ├── TemporarilyUnavailable      503, the upstream IdP or the store could not be reached
+    └── NotOffered                  an endpoint this mode does not serve (invalid_request, 404)
     ApprovalError                   the approval page's failures (not OAuth codes)
     ├── ApprovalNotFound
     ├── ApprovalAlreadyDecided
     ├── ApprovalExpired
     └── AssertionRejected
     EnrollmentError
+    ChannelError                    a refused Keycloak authentication-channel call
 
 Each class carries ``error``, ``status_code`` and renders its own body and headers,
 so one exception handler in the web layer serves every endpoint.
@@ -45,6 +47,7 @@ __all__ = [
     "AssertionRejected",
     "AuthorizationPending",
     "CLIENT_CHALLENGE",
+    "ChannelError",
     "EnrollmentError",
     "ExpiredLoginHintToken",
     "ExpiredToken",
@@ -57,6 +60,7 @@ __all__ = [
     "InvalidScope",
     "InvalidUserCode",
     "MissingUserCode",
+    "NotOffered",
     "OAuthError",
     "SlowDown",
     "TemporarilyUnavailable",
@@ -172,6 +176,26 @@ class InvalidDPoPProof(OAuthError):
 class TemporarilyUnavailable(OAuthError):
     error = "temporarily_unavailable"
     status_code = 503
+
+
+class NotOffered(OAuthError):
+    """An endpoint the configured mode does not serve (e.g. introspection in keycloak mode,
+    where Keycloak issues and introspects the tokens). The description names where to go; the
+    discovery document of the mode does not list the endpoint."""
+
+    error = "invalid_request"
+    status_code = 404
+
+
+class ChannelError(Exception):
+    """A refused authentication-channel call (keycloak mode); Keycloak sees the status code."""
+
+    def __init__(self, status_code: int, description: str, *, unknown_user: bool = False) -> None:
+        super().__init__(description)
+        self.status_code = status_code
+        self.description = description
+        # The refusal means the user cannot approve: the agent is told unknown_user_id.
+        self.unknown_user = unknown_user
 
 
 class ApprovalError(Exception):

@@ -16,10 +16,11 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ciba_service.core.model import ApprovalReceipt
 from ciba_service.core.security import b64url_encode, new_id
 from ciba_service.rfc9449.dpop import jwk_thumbprint, public_jwk
 
-__all__ = ["ACR_PASSKEY", "AMR_PASSKEY", "SigningKey", "mint_access_token", "mint_id_token"]
+__all__ = ["ACR_PASSKEY", "AMR_PASSKEY", "SigningKey", "approval_claim", "mint_access_token", "mint_id_token"]
 
 # OpenID "EAP ACR Values 1.0": phishing-resistant authentication. A WebAuthn assertion with
 # the UV flag is origin-bound (phishing resistant) and multi-factor (possession + UV).
@@ -131,3 +132,17 @@ def mint_id_token(
         # OpenID Connect Core 3.2.2.9: left half of SHA-256 of the access token.
         claims["at_hash"] = b64url_encode(hashlib.sha256(access_token.encode("ascii")).digest()[:16])
     return key.sign(claims, typ="JWT")
+
+
+def approval_claim(receipt: ApprovalReceipt, *, service: str | None = None) -> dict[str, Any]:
+    """The ``approval`` claim: which receipt proves the user's passkey approval and the digest
+    the passkey signed, so a resource server or auditor can fetch and re-verify it. In keycloak
+    mode Keycloak mints the token and ``service`` names where the receipt lives."""
+    claim: dict[str, Any] = {
+        "receipt": receipt.receipt_id,
+        "challenge": receipt.challenge,
+        "approved_at": receipt.created_at,
+    }
+    if service is not None:
+        claim["service"] = service
+    return claim

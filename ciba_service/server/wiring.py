@@ -7,7 +7,10 @@ import time
 from collections.abc import Callable
 
 from ciba_service.config import Settings
-from ciba_service.server.keycloak.provider import KeycloakProvider
+from ciba_service.server.context import ServerContext
+from ciba_service.server.embedded import EmbeddedIssuer
+from ciba_service.server.issuer import Issuer
+from ciba_service.server.keycloak import KeycloakIssuer
 from ciba_service.server.notify import ConsoleNotifier, Notifier, NullNotifier, WebhookNotifier
 from ciba_service.server.provider import Provider
 from ciba_service.server.tokens import SigningKey
@@ -56,8 +59,7 @@ def build_provider(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # The directory holds the signing key, users, passkeys and receipts: owner only.
     settings.data_dir.chmod(0o700)
-    cls = KeycloakProvider if settings.mode == "keycloak" else Provider
-    return cls(
+    context = ServerContext(
         settings=settings,
         store=store or build_store(settings, clock=clock),
         # Instances sharing a Redis store must share this file too (README, Scaling out): the
@@ -66,3 +68,5 @@ def build_provider(
         notifier=notifier or build_notifier(settings),
         clock=clock,
     )
+    issuer: Issuer = KeycloakIssuer(context) if settings.mode == "keycloak" else EmbeddedIssuer(context)
+    return Provider(context=context, issuer=issuer)

@@ -1,0 +1,116 @@
+"""Request reading and response headers shared by every route: bodies read with a limit,
+form and JSON bodies parsed strictly, and the headers that keep tokens and pages safe."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from ciba_service.core.errors import CLIENT_CHALLENGE, ApprovalError, InvalidRequest
+from ciba_service.core.params import Params
+
+__all__ = [
+    "MAX_CHANNEL_BYTES",
+    "NO_STORE",
+    "PAGE_HEADERS",
+    "BodyTooLarge",
+    "FormParams",
+    "JsonBody",
+    "offload",
+    "read_limited",
+    "relayed_headers",
+]
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# The approval and enrollment pages: no framing (clickjacking an Approve button), no
+# referrer (the approval id in the URL must not leak to other origins), scripts only from us.
+PAGE_HEADERS = {
+    **NO_STORE,
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+MAX_FORM_BYTES = 64 * 1024
+MAX_CHANNEL_BYTES = 16 * 1024
+
+
+def relayed_headers(status: int) -> dict[str, str]:
+    """Headers for an answer relayed from Keycloak (keycloak mode). Its challenge is not passed
+    through, so a 401 from it (invalid_client) gets ours: every 401 must carry one (RFC 9110
+    11.6.1, RFC 6749 5.2), or clients cannot tell how to retry."""
+    return {**NO_STORE, "WWW-Authenticate": CLIENT_CHALLENGE} if status == 401 else NO_STORE
+
+
+def offload(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """Run a blocking provider call (scrypt, SQLite, HTTP to Keycloak) off the event loop."""
+
+    async def call(*args: Any) -> Any:
+        return await run_in_threadpool(fn, *args)
+
+    return call
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it passes ``limit`` bytes: an unauthenticated caller must
+    not make the server hold an arbitrarily large body in memory."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def form_params(request: Request) -> Params:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise InvalidRequest("the request body must be application/x-www-form-urlencoded")
+    try:
+        body = await read_limited(request, MAX_FORM_BYTES)
+    except BodyTooLarge:
+        raise InvalidRequest("request body too large") from None
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise InvalidRequest("request body is not UTF-8") from None
+    return Params(pairs)
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    # Requiring JSON forces a CORS preflight, so another site cannot POST here from a form.
+    if content_type != "application/json":
+        raise ApprovalError("the request body must be application/json")
+    try:
+        body = await read_limited(request, MAX_FORM_BYTES)
+    except BodyTooLarge:
+        raise ApprovalError("request body too large") from None
+    try:
+        value = json.loads(body or b"{}")
+    except (ValueError, RecursionError):
+        raise ApprovalError("request body is not JSON") from None
+    if not isinstance(value, dict):
+        raise ApprovalError("request body must be a JSON object")
+    return value
+
+
+FormParams = Annotated[Params, Depends(form_params)]
+JsonBody = Annotated[dict[str, Any], Depends(json_body)]
