@@ -23,13 +23,14 @@ from fastapi.testclient import TestClient
 from webauthn.helpers import encode_cbor
 
 from ciba_service.agent.softauthn import SoftAuthenticator, _Credential
+from ciba_service.core.errors import ApprovalNotFound
 from ciba_service.core.model import CallbackState, RequestStatus
 from ciba_service.core.security import b64url_encode
 from ciba_service.server.keycloak import KeycloakIssuer, passkey_from_keycloak
 from ciba_service.server.provider import Provider
 from ciba_service.server.wiring import build_provider
 from ciba_service.web.app import create_app
-from tests.conftest import ACTION, BASE, CIBA, Clock, RecordingNotifier, make_settings
+from tests.conftest import ACTION, BASE, CIBA, Clock, Env, RecordingNotifier, make_settings
 
 KC = "http://kc.test"
 ISSUER = f"{KC}/realms/agents"
@@ -580,3 +581,60 @@ def test_oversized_or_deeply_nested_channel_bodies_are_refused(kc_env: KcEnv) ->
         "/keycloak/auth-channel", content=b"[" * 100_000 + b"]" * 100_000, headers={"Content-Type": "application/json"}
     )
     assert big.status_code == 400 and deep.status_code == 400
+
+
+# One interface, two modes: what keycloak mode does not serve it says so (discovery) and refuses
+# with a protocol error, never with embedded behaviour (the service's own key, local users).
+def test_discovery_lists_only_what_keycloak_mode_serves(kc_env: KcEnv) -> None:
+    meta = kc_env.client.get("/.well-known/openid-configuration").json()
+    assert meta["introspection_endpoint"] == f"{OIDC}/token/introspect"
+    assert meta["backchannel_token_delivery_modes_supported"] == ["poll", "ping"]
+    assert meta["backchannel_user_code_parameter_supported"] is False
+    assert "backchannel_authentication_request_signing_alg_values_supported" not in meta
+    assert "private_key_jwt" not in meta["token_endpoint_auth_methods_supported"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "needle"),
+    [
+        ("get", "/jwks.json", f"{OIDC}/certs"),
+        ("post", "/introspect", f"{OIDC}/token/introspect"),
+    ],
+)
+def test_endpoints_keycloak_serves_are_not_offered_here(kc_env: KcEnv, method: str, path: str, needle: str) -> None:
+    if method == "get":
+        response = kc_env.client.get(path)
+    else:
+        response = kc_env.client.post(path, data={"token": "x"}, auth=AGENT_AUTH)
+    assert response.status_code == 404
+    body = response.json()
+    assert body["error"] == "invalid_request"
+    assert needle in body["error_description"]
+    assert kc_env.kc.router.calls.call_count == 0  # nothing was asked of Keycloak either
+
+
+def test_enrollment_is_keycloaks(kc_env: KcEnv) -> None:
+    with pytest.raises(ApprovalNotFound, match="Keycloak"):
+        kc_env.provider.add_user(username="mallory")
+    assert kc_env.provider.store.find_user("mallory") is None
+    response = kc_env.client.get("/enroll/some-token/details")
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+def test_user_code_is_refused_in_keycloak_mode_not_ignored(kc_env: KcEnv) -> None:
+    response = kc_env.bc_authorize(user_code="1234")
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_request",
+        "error_description": "'user_code' is not supported in keycloak mode",
+    }
+    assert kc_env.kc.forwarded == []
+    assert kc_env.provider.store._db.execute("SELECT COUNT(*) FROM intents").fetchone()[0] == 0
+
+
+def test_embedded_mode_has_no_authentication_channel(env: Env) -> None:
+    response = env.client.post("/keycloak/auth-channel", json={"intent": "x"}, headers={"Authorization": "Bearer x"})
+    assert response.status_code == 404
+    assert response.json()["error"] == "channel_refused"
+    assert env.notifier.notices == []
