@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types unit browser keycloak demo-keycloak install clean
+.PHONY: demo test lint types unit browser keycloak demo-keycloak install system clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# chromium, redis-server, unzip: apt-get when missing (as root), else one line saying what to run.
+system:
+	bash scripts/system-deps.sh
 
 demo: $(STAMP)
 	$(BIN)/ciba-service demo
@@ -25,20 +29,20 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) system
 	$(BIN)/pytest -q -m "not browser and not keycloak"
 
-browser: $(STAMP)
+browser: $(STAMP) system
 	$(BIN)/pytest -q -m browser
 
-keycloak: $(STAMP)
+keycloak: $(STAMP) system
 	$(BIN)/pytest -q -m keycloak
 
 # Everything: lint, types, and every test (browser and real-Keycloak tests included).
-test: lint types
+test: system lint types
 	$(BIN)/pytest -q -ra
 
-demo-keycloak: $(STAMP)
+demo-keycloak: $(STAMP) system
 	$(BIN)/python scripts/demo_keycloak.py
 
 clean:
