@@ -1,5 +1,6 @@
 """The Redis store on a real server: what expires and what never does, compare-and-set under
-racing threads and processes, and two service instances sharing one Redis end to end.
+racing threads and processes, two service instances sharing one Redis end to end, and a server
+that is unreachable, too slow, out of memory or read-only raising StoreUnavailable.
 
 The contract both stores share is in test_store.py."""
 
@@ -10,20 +11,24 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from pydantic import ValidationError
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ciba_service.config import Settings
 from ciba_service.core.model import CallbackState, Enrollment, RequestStatus
 from ciba_service.server.wiring import build_store
-from ciba_service.store import RedisStore, Store, StoreMisconfigured
+from ciba_service.store import RedisStore, Store, StoreConflict, StoreMisconfigured, StoreUnavailable
+from ciba_service.store import redis as redis_store
 from tests.conftest import Clock, make_settings, open_env
-from tests.redis_harness import fresh_prefix, running_redis
-from tests.test_store import NOW, intent, passkey, ping, receipt, request, user
+from tests.redis_harness import free_port, fresh_prefix, running_redis
+from tests.test_store import CALLS, NOW, READS, WRITES, intent, passkey, ping, receipt, request, seed, user
 
 RETAIN = 3600
 
@@ -75,6 +80,20 @@ def test_prefixes_isolate_stores(redis_url: str, store: RedisStore) -> None:
     assert other.find_user("alice") is None and other.list_users() == []
     other.add_user(user())  # no conflict: another namespace
     other.close()
+
+
+def test_every_lua_script_is_used_and_documented() -> None:
+    """The scripts are package data (lua/<name>.lua): each one is registered, and its header says
+    what it is for and which KEYS and ARGV it takes."""
+    scripts = {f.name.removesuffix(".lua"): f for f in (files("ciba_service.store") / "lua").iterdir()}
+    assert set(scripts) == {"prelude", *redis_store._SCRIPTS}
+    for name, script in scripts.items():
+        lines = script.read_text(encoding="utf-8").splitlines()
+        header = "\n".join(lines[: lines.index("")])
+        assert header.startswith(f"-- {name}.lua: ") and all(line.startswith("--") for line in header.splitlines())
+        assert "ARGV[1]" in header and "KEYS[1]" in header, name
+        if name != "prelude":
+            assert redis_store._SCRIPTS[name].endswith("\n".join(lines) + "\n")
 
 
 # lifetimes ----------------------------------------------------------------------------------------
@@ -313,6 +332,7 @@ def test_decision_on_one_instance_is_delivered_by_one(redis_url: str, store: Red
 
 
 def test_redis_down_is_503_temporarily_unavailable_and_nothing_half_done(tmp_path: Path) -> None:
+    # The store raises StoreUnavailable; the web layer's handler for it makes the 503.
     with running_redis() as url:
         settings = make_settings(tmp_path, store="redis", redis_url=url, redis_prefix=fresh_prefix())
         with open_env(settings) as env:
@@ -349,24 +369,137 @@ def test_a_redis_that_may_evict_is_refused(tmp_path: Path, monkeypatch: pytest.M
         admin.close()
 
 
+# failures: what the caller may retry is StoreUnavailable, bugs are not ---------------------------
+def snapshot(client: redis.Redis, prefix: str) -> dict[str, tuple[str, Any, bool]]:
+    """Every key of the store: its type, its value, whether it expires (``client`` decodes)."""
+    read: dict[str, Callable[[str], Any]] = {
+        "hash": client.hgetall,
+        "string": client.get,
+        "zset": lambda key: client.zrange(key, 0, -1, withscores=True),
+    }
+    found = {}
+    for key in client.scan_iter(match=prefix + "*"):
+        kind = client.type(key)
+        found[key] = (kind, read[kind](key), client.ttl(key) != -1)
+    return found
+
+
+def assert_refuses_writes(store: RedisStore, cause: type[Exception], *, but: tuple[str, ...] = ()) -> None:
+    for name, call in WRITES.items():
+        if name in but:
+            continue
+        with pytest.raises(StoreUnavailable) as caught:
+            call(store)
+        assert isinstance(caught.value.__cause__, cause), name
+
+
+def test_unreachable_redis_is_unavailable() -> None:
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", prefix=fresh_prefix(), clock=lambda: NOW)
+    for name, call in [*CALLS.items(), ("check_server", lambda s: s.check_server())]:
+        with pytest.raises(StoreUnavailable) as caught:
+            call(store)
+        assert isinstance(caught.value.__cause__, redis.ConnectionError), name
+    store.close()
+
+
+def test_redis_timeout_is_unavailable(prefix: str) -> None:
+    with running_redis() as url:
+        admin = redis.Redis.from_url(url)
+        # a client that gives up after 0.2 s, without retrying
+        client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=0.2, retry=Retry(NoBackoff(), 0))
+        store = RedisStore(client, prefix=prefix, clock=lambda: NOW)
+        admin.client_pause(1000, all=True)  # the server stops answering for a second
+        for call in (READS["get_user"], READS["list_users"], WRITES["add_user"]):
+            with pytest.raises(StoreUnavailable) as caught:
+                call(store)
+            assert isinstance(caught.value.__cause__, redis.TimeoutError)
+        store.close()
+        admin.close()
+
+
+def test_redis_out_of_memory_is_unavailable_and_writes_nothing(prefix: str) -> None:
+    with running_redis() as url:
+        store = RedisStore.from_url(url, prefix=prefix, clock=lambda: NOW)
+        admin = redis.Redis.from_url(url, decode_responses=True)
+        seed(store)
+        before = snapshot(admin, prefix)
+        assert admin.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        admin.config_set("maxmemory", 1)  # full: every write that needs memory is refused
+        try:
+            # In a script, Redis refuses a command that needs memory only until the script's first
+            # write command (it never stops a script halfway): reserve_attempt starts with a
+            # prune, which needs none, so it runs to the end, atomically, even now.
+            assert_refuses_writes(store, redis.exceptions.OutOfMemoryError, but=("reserve_attempt",))
+            for call in READS.values():  # reads still work
+                call(store)
+            assert snapshot(admin, prefix) == before
+        finally:
+            admin.config_set("maxmemory", 0)
+        WRITES["add_user"](store)  # memory again: the same store works
+        assert store.get_user("u2") is not None
+        store.close()
+        admin.close()
+
+
+def test_read_only_replica_is_unavailable_and_writes_nothing(prefix: str) -> None:
+    with running_redis() as url:
+        store = RedisStore.from_url(url, prefix=prefix, clock=lambda: NOW)
+        admin = redis.Redis.from_url(url, decode_responses=True)
+        seed(store)
+        before = snapshot(admin, prefix)
+        # What a failover leaves behind: this server is now a (read-only) replica of another
+        # one, here one that does not answer, so it keeps serving its own data.
+        admin.replicaof("127.0.0.1", free_port())
+        try:
+            assert_refuses_writes(store, redis.exceptions.ReadOnlyError)
+            for call in READS.values():
+                call(store)
+            assert snapshot(admin, prefix) == before
+        finally:
+            admin.replicaof("NO", "ONE")
+        WRITES["add_user"](store)
+        assert store.get_user("u2") is not None
+        store.close()
+        admin.close()
+
+
+def test_redis_bugs_are_not_unavailable(store: RedisStore, client: redis.Redis, prefix: str) -> None:
+    store.add_user(user())
+    with pytest.raises(StoreConflict):
+        store.add_user(user())
+    client.set(f"{prefix}user:u2", "not a hash")  # a command on a key of the wrong type
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE") as caught:
+        store.get_user("u2")
+    assert not isinstance(caught.value, StoreUnavailable)
+    client.hset(f"{prefix}once:k", "a", "b")  # the same inside a script
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        store.use_once("k", expires_at=NOW + 60, now=NOW)
+
+
 @pytest.mark.parametrize(
-    ("error", "status"),
+    ("error", "unavailable"),
     [
-        (redis.ReadOnlyError("You can't write against a read only replica."), 503),
-        (redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'."), 503),
-        (redis.ResponseError("ERR unknown command"), 500),
+        (redis.ConnectionError("Connection reset by peer"), True),
+        (redis.TimeoutError("Timeout reading from socket"), True),
+        (redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"), True),
+        (redis.exceptions.ReadOnlyError("You can't write against a read only replica."), True),
+        (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), True),
+        # older redis-py versions: the server's reply as a plain ResponseError
+        (redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'."), True),
+        (redis.ResponseError("READONLY You can't write against a read only replica."), True),
+        (redis.ResponseError("ERR unknown command 'EVALSHA'"), False),
+        (redis.ResponseError("NOSCRIPT No matching script"), False),
     ],
 )
-def test_redis_refusals_are_mapped(
-    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch, error: Exception, status: int
+def test_redis_refusals_are_classified(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch, error: Exception, unavailable: bool
 ) -> None:
-    settings = make_settings(tmp_path, store="redis", redis_url=redis_url, redis_prefix=fresh_prefix())
-    with open_env(settings) as env:
+    def refuse(*_: Any, **__: Any) -> None:
+        raise error
 
-        def refuse(*_: Any, **__: Any) -> None:
-            raise error
-
-        monkeypatch.setattr(env.provider.store, "add_request", refuse)
-        response = env.bc_authorize()
-        assert response.status_code == status
-        assert response.json()["error"] == ("temporarily_unavailable" if status == 503 else "server_error")
+    for command in ("evalsha", "get"):  # a script, a plain command
+        monkeypatch.setattr(store._redis, command, refuse)
+    for call in (WRITES["add_request"], READS["get_user_code"]):
+        with pytest.raises(StoreUnavailable if unavailable else type(error)) as caught:
+            call(store)
+        assert (caught.value.__cause__ if unavailable else caught.value) is error

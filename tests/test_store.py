@@ -1,10 +1,13 @@
 """The store contract, run against both stores (SQLite, and Redis on a real server): restarts lose
-nothing, guarded transitions are compare-and-set, expiry is decided by the service clock."""
+nothing, guarded transitions are compare-and-set, expiry is decided by the service clock, and a
+backend that fails in a way the caller may retry is StoreUnavailable (SQLite here; Redis in
+test_redis_store.py)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,23 @@ from ciba_service.core.model import (
 )
 from ciba_service.core.security import sha256_b64url
 from ciba_service.server.wiring import build_provider
-from ciba_service.store import RedisStore, SQLiteStore, Store, StoreConflict
+from ciba_service.store import (
+    AttemptStore,
+    CallbackStore,
+    EnrollmentStore,
+    IntentStore,
+    PasskeyStore,
+    ReceiptStore,
+    RedisStore,
+    RequestStore,
+    SingleUseStore,
+    SQLiteStore,
+    Store,
+    StoreConflict,
+    StoreUnavailable,
+    UserCodeStore,
+    UserStore,
+)
 from tests.conftest import Env, make_settings, open_env
 from tests.redis_harness import fresh_prefix
 
@@ -464,3 +483,174 @@ def test_records_are_returned_equal(store: Store) -> None:
     """Every field survives, including floats, empty containers and bytes of any value."""
     store.add_request(replace(request(), binding_message=None, last_poll_at=3, token_jti=None))
     assert store.get_request("r1") == replace(request(), binding_message=None, last_poll_at=3)
+
+
+# every method, for the failure tests -----------------------------------------------------------
+def seed(store: Store) -> None:
+    """Records for WRITES to change: each of them would change something if the store let it."""
+    store.add_user(user())
+    store.add_passkey(passkey())
+    store.add_enrollment(Enrollment(token_hash="t1", user_id="u1", expires_at=NOW + 600))
+    store.add_request(request("r1"))
+    store.add_request(ping("r2"))
+    store.decide("r2", status=RequestStatus.APPROVED, now=NOW)
+    store.add_intent(intent())
+
+
+Call = Callable[[Store], object]
+# Calls that create or change a record (on the records of :func:`seed`), none of which deletes
+# anything first: a backend refusing writes refuses each of them.
+WRITES: dict[str, Call] = {
+    "add_user": lambda s: s.add_user(user("u2", "bob")),
+    "upsert_user": lambda s: s.upsert_user(user(display_name="Alice B")),
+    "add_passkey": lambda s: s.add_passkey(passkey(b"cred-2")),
+    "update_sign_count": lambda s: s.update_sign_count(b"\x00cred\xff", old=0, new=1),
+    "upsert_passkey": lambda s: s.upsert_passkey(passkey(sign_count=5)),
+    "replace_passkeys": lambda s: s.replace_passkeys("u1", [passkey(sign_count=5), passkey(b"cred-2")]),
+    "add_enrollment": lambda s: s.add_enrollment(Enrollment(token_hash="t2", user_id="u1", expires_at=NOW + 60)),
+    "set_enrollment_challenge": lambda s: s.set_enrollment_challenge("t1", b"challenge"),
+    "consume_enrollment": lambda s: s.consume_enrollment("t1", now=NOW),
+    "add_request": lambda s: s.add_request(request("r3")),
+    "record_poll": lambda s: s.record_poll("r1", now=NOW, interval=7),
+    "decide": lambda s: s.decide("r1", status=RequestStatus.DENIED, now=NOW, receipt=receipt()),
+    "mark_issued": lambda s: s.mark_issued("r2", jti="j1"),
+    "set_upstream": lambda s: s.set_upstream("r1", {"delivery": "push"}),
+    "revoke_request": lambda s: s.revoke_request("r2"),
+    "claim_callback": lambda s: s.claim_callback("r2"),
+    "set_callback_state": lambda s: s.set_callback_state("r2", CallbackState.SENT),
+    "add_intent": lambda s: s.add_intent(intent("i2")),
+    "use_once": lambda s: s.use_once("jti-1", expires_at=NOW + 60, now=NOW),
+    "reserve_attempt": lambda s: s.reserve_attempt("k", attempt_id="a1", now=NOW, window=900, limit=3),
+    "set_user_code": lambda s: s.set_user_code("u1", "scrypt$1"),
+}
+DELETES: dict[str, Call] = {
+    "delete_request": lambda s: s.delete_request("r1"),
+    "take_intent": lambda s: s.take_intent("i1", now=NOW),
+    "delete_intent": lambda s: s.delete_intent("i1"),
+    "cancel_attempt": lambda s: s.cancel_attempt("k", attempt_id="a1"),
+}
+READS: dict[str, Call] = {
+    "get_user": lambda s: s.get_user("u1"),
+    "find_user": lambda s: s.find_user("alice"),
+    "list_users": lambda s: s.list_users(),
+    "passkeys_for": lambda s: s.passkeys_for("u1"),
+    "find_passkey": lambda s: s.find_passkey(b"\x00cred\xff"),
+    "get_enrollment": lambda s: s.get_enrollment("t1"),
+    "get_request": lambda s: s.get_request("r1"),
+    "find_request_by_auth_req_id": lambda s: s.find_request_by_auth_req_id("hash-r1"),
+    "find_request_by_approval_id": lambda s: s.find_request_by_approval_id("approval-r1"),
+    "find_request_by_jti": lambda s: s.find_request_by_jti("j1"),
+    "get_receipt": lambda s: s.get_receipt("rc1"),
+    "expired_pending": lambda s: s.expired_pending(now=NOW),
+    "pending_notifications": lambda s: s.pending_notifications(now=NOW),
+    "get_user_code": lambda s: s.get_user_code("u1"),
+}
+CALLS = {**WRITES, **DELETES, **READS}
+
+
+def test_the_failure_tests_call_every_method() -> None:
+    assert set(CALLS) == Store.__abstractmethods__
+
+
+CONCERNS = [
+    UserStore,
+    PasskeyStore,
+    EnrollmentStore,
+    RequestStore,
+    CallbackStore,
+    ReceiptStore,
+    IntentStore,
+    SingleUseStore,
+    AttemptStore,
+    UserCodeStore,
+]
+
+
+def test_store_is_its_concerns_together(store: Store) -> None:
+    """Each method of the store belongs to one small interface; a store is each of them."""
+    owners: dict[str, list[str]] = {}
+    for concern in CONCERNS:
+        assert issubclass(Store, concern) and isinstance(store, concern)
+        for name in concern.__abstractmethods__:
+            owners.setdefault(name, []).append(concern.__name__)
+    assert set(owners) == Store.__abstractmethods__
+    assert {name: where for name, where in owners.items() if len(where) > 1} == {}
+
+
+# SQLite failures: retryable ones are StoreUnavailable, bugs are not ------------------------------
+def dump(path: Path) -> list[str]:
+    """Everything in the database file, read by a connection of its own."""
+    db = sqlite3.connect(path)
+    try:
+        return list(db.iterdump())
+    finally:
+        db.close()
+
+
+def test_sqlite_locked_is_unavailable_and_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "ciba.sqlite3"
+    store = SQLiteStore(path, busy_timeout=0.05)
+    seed(store)
+    before = dump(path)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another process holding the write lock past our timeout
+    try:
+        for name, call in {**WRITES, **DELETES}.items():
+            with pytest.raises(StoreUnavailable) as caught:
+                call(store)
+            cause = caught.value.__cause__
+            assert isinstance(cause, sqlite3.OperationalError), name
+            assert cause.sqlite_errorname == "SQLITE_BUSY", name
+        for call in READS.values():  # WAL: readers are not blocked by a writer
+            call(store)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert dump(path) == before
+    store.add_user(user("u2", "bob"))  # the lock is gone: the same store works again
+    assert store.get_user("u2") is not None
+    store.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to break the file under SQLite")
+def test_sqlite_disk_io_error_is_unavailable_and_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "ciba.sqlite3"
+    store = SQLiteStore(path)
+    seed(store)
+    before = dump(path)
+    checkpoint = sqlite3.connect(path)  # every page in the main file: the log is only written to now
+    checkpoint.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpoint.close()
+    # Swap the write-ahead log's descriptor of this store for a read-only one: its next write
+    # fails in the kernel (EBADF), as on a failing disk.
+    wal = next(
+        int(fd)
+        for fd in os.listdir("/proc/self/fd")
+        if os.path.realpath(f"/proc/self/fd/{fd}") == os.path.realpath(f"{path}-wal")
+    )
+    read_only = os.open(path, os.O_RDONLY)
+    try:
+        os.dup2(read_only, wal)
+        with pytest.raises(StoreUnavailable) as caught:
+            store.set_user_code("u1", "scrypt$1")
+        cause = caught.value.__cause__
+        assert isinstance(cause, sqlite3.OperationalError)
+        assert cause.sqlite_errorname.startswith("SQLITE_IOERR")
+    finally:
+        os.close(read_only)
+        store.close()
+    assert dump(path) == before
+
+
+def test_sqlite_bugs_are_not_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "ciba.sqlite3"
+    store = SQLiteStore(path)
+    with pytest.raises(CONFLICT):
+        store.add_passkey(passkey())  # unknown user: a conflict, as always
+    other = sqlite3.connect(path)
+    other.execute("DROP TABLE intents")
+    other.close()
+    with pytest.raises(sqlite3.OperationalError, match="no such table") as caught:
+        store.add_intent(intent())
+    assert not isinstance(caught.value, StoreUnavailable)
+    store.close()

@@ -1,7 +1,39 @@
-"""State behind one interface (see :class:`Store`): SQLite for one instance, Redis for many."""
+"""State behind one interface (see :class:`Store`, and its parts by concern in
+:mod:`ciba_service.store.base`): SQLite for one instance, Redis for many. Both raise
+:class:`StoreUnavailable` when the backend fails in a way the caller may retry."""
 
-from ciba_service.store.base import Store
-from ciba_service.store.redis import RedisStore, StoreConflict, StoreMisconfigured
+from ciba_service.store.base import (
+    AttemptStore,
+    CallbackStore,
+    EnrollmentStore,
+    IntentStore,
+    PasskeyStore,
+    ReceiptStore,
+    RequestStore,
+    SingleUseStore,
+    Store,
+    UserCodeStore,
+    UserStore,
+)
+from ciba_service.store.errors import StoreConflict, StoreMisconfigured, StoreUnavailable
+from ciba_service.store.redis import RedisStore
 from ciba_service.store.sqlite import SQLiteStore
 
-__all__ = ["RedisStore", "SQLiteStore", "Store", "StoreConflict", "StoreMisconfigured"]
+__all__ = [
+    "AttemptStore",
+    "CallbackStore",
+    "EnrollmentStore",
+    "IntentStore",
+    "PasskeyStore",
+    "ReceiptStore",
+    "RedisStore",
+    "RequestStore",
+    "SQLiteStore",
+    "SingleUseStore",
+    "Store",
+    "StoreConflict",
+    "StoreMisconfigured",
+    "StoreUnavailable",
+    "UserCodeStore",
+    "UserStore",
+]

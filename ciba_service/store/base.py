@@ -1,6 +1,10 @@
 """The state interface. The protocol core talks to this and nothing else, so a Redis store
 can replace SQLite without touching it.
 
+One small interface per concern (users, passkeys, enrollments, requests, callbacks, receipts,
+intents, single use, attempts, user codes), and :class:`Store`, all of them together: what both
+stores implement. A component that needs one concern can say so by asking for that interface.
+
 Every state transition that guards a security property is a single compare-and-set here
 (``decide``, ``mark_issued``, ``consume_enrollment``, ``update_sign_count``), so two
 concurrent calls can never both win, whatever the backing store.
@@ -22,13 +26,24 @@ from ciba_service.core.model import (
     User,
 )
 
-__all__ = ["Store"]
+__all__ = [
+    "Store",
+    "UserStore",
+    "PasskeyStore",
+    "EnrollmentStore",
+    "RequestStore",
+    "CallbackStore",
+    "ReceiptStore",
+    "IntentStore",
+    "SingleUseStore",
+    "AttemptStore",
+    "UserCodeStore",
+]
 
 
-class Store(ABC):
-    """Persistent state of the service."""
+class UserStore(ABC):
+    """Users: local ones, or mirrored from the IdP in Keycloak mode."""
 
-    # users and passkeys
     @abstractmethod
     def add_user(self, user: User) -> None: ...
 
@@ -40,6 +55,14 @@ class Store(ABC):
 
     @abstractmethod
     def list_users(self) -> list[User]: ...
+
+    @abstractmethod
+    def upsert_user(self, user: User) -> None:
+        """Insert or refresh a user mirrored from the IdP."""
+
+
+class PasskeyStore(ABC):
+    """Passkeys and their signature counters."""
 
     @abstractmethod
     def add_passkey(self, passkey: Passkey) -> None: ...
@@ -54,7 +77,21 @@ class Store(ABC):
     def update_sign_count(self, credential_id: bytes, *, old: int, new: int) -> bool:
         """Set the counter only if it still is ``old``; False if another use raced us."""
 
-    # enrollment
+    @abstractmethod
+    def upsert_passkey(self, passkey: Passkey) -> None:
+        """Insert or refresh a mirrored passkey, never lowering the stored counter (a stale
+        IdP copy must not reopen the window for a cloned authenticator)."""
+
+    @abstractmethod
+    def replace_passkeys(self, user_id: str, passkeys: list[Passkey]) -> None:
+        """Make the user's mirrored passkeys exactly ``passkeys`` (upserted, counters never
+        lowered); any other passkey of the user is deleted: a credential revoked at the IdP
+        must stop approving at once."""
+
+
+class EnrollmentStore(ABC):
+    """Enrollment links (one passkey registration each)."""
+
     @abstractmethod
     def add_enrollment(self, enrollment: Enrollment) -> None: ...
 
@@ -68,7 +105,10 @@ class Store(ABC):
     def consume_enrollment(self, token_hash: str, *, now: int) -> bool:
         """Mark the link used; False if it was used or expired already."""
 
-    # backchannel requests
+
+class RequestStore(ABC):
+    """Backchannel requests through their life: pending, decided, issued, revoked."""
+
     @abstractmethod
     def add_request(self, request: BackchannelRequest) -> None: ...
 
@@ -80,6 +120,9 @@ class Store(ABC):
 
     @abstractmethod
     def find_request_by_approval_id(self, approval_id: str) -> BackchannelRequest | None: ...
+
+    @abstractmethod
+    def find_request_by_jti(self, jti: str) -> BackchannelRequest | None: ...
 
     @abstractmethod
     def record_poll(self, request_id: str, *, now: int, interval: int) -> None:
@@ -105,68 +148,16 @@ class Store(ABC):
     def set_upstream(self, request_id: str, upstream: dict[str, Any]) -> None: ...
 
     @abstractmethod
-    def delete_request(self, request_id: str) -> None: ...
-
-    @abstractmethod
-    def get_receipt(self, receipt_id: str) -> ApprovalReceipt | None: ...
-
-    # single use of assertion / request-object identifiers ------------------------------------
-    @abstractmethod
-    def use_once(self, key: str, *, expires_at: int, now: int) -> bool:
-        """Record ``key`` until ``expires_at``; False if it was recorded before (a replay)."""
-
-    @abstractmethod
-    def reserve_attempt(self, key: str, *, attempt_id: str, now: int, window: int, limit: int) -> bool:
-        """Atomically: forget attempts on ``key`` older than ``window`` seconds, then record
-        ``attempt_id`` at ``now`` unless ``limit`` attempts remain; False when none was
-        recorded. Shared by every instance on the store (online guessing limits)."""
-
-    @abstractmethod
-    def cancel_attempt(self, key: str, *, attempt_id: str) -> None:
-        """Forget one recorded attempt (it turned out not to count)."""
-
-    @abstractmethod
-    def set_user_code(self, user_id: str, code_hash: str | None) -> None: ...
-
-    @abstractmethod
-    def get_user_code(self, user_id: str) -> str | None: ...
-
-    @abstractmethod
     def revoke_request(self, request_id: str) -> None:
         """Mark the token issued for this request revoked (auth_req_id redeemed twice)."""
 
     @abstractmethod
-    def find_request_by_jti(self, jti: str) -> BackchannelRequest | None: ...
+    def delete_request(self, request_id: str) -> None: ...
 
-    @abstractmethod
-    def pending_notifications(self, *, now: int) -> list[BackchannelRequest]:
-        """Ping/push requests decided or expired whose notification was not claimed yet."""
 
-    # keycloak mode ------------------------------------------------------------------------
-    @abstractmethod
-    def upsert_user(self, user: User) -> None:
-        """Insert or refresh a user mirrored from the IdP."""
-
-    @abstractmethod
-    def upsert_passkey(self, passkey: Passkey) -> None:
-        """Insert or refresh a mirrored passkey, never lowering the stored counter (a stale
-        IdP copy must not reopen the window for a cloned authenticator)."""
-
-    @abstractmethod
-    def replace_passkeys(self, user_id: str, passkeys: list[Passkey]) -> None:
-        """Make the user's mirrored passkeys exactly ``passkeys`` (upserted, counters never
-        lowered); any other passkey of the user is deleted: a credential revoked at the IdP
-        must stop approving at once."""
-
-    @abstractmethod
-    def add_intent(self, intent: Intent) -> None: ...
-
-    @abstractmethod
-    def take_intent(self, intent_id: str, *, now: int) -> Intent | None:
-        """Return and delete an unexpired intent: each intent binds one channel request."""
-
-    @abstractmethod
-    def delete_intent(self, intent_id: str) -> None: ...
+class CallbackStore(ABC):
+    """What the sweeps read and claim: decisions and expiries to deliver (Keycloak callbacks,
+    ping/push notifications), each delivered once."""
 
     @abstractmethod
     def claim_callback(self, request_id: str) -> bool:
@@ -179,5 +170,78 @@ class Store(ABC):
     def expired_pending(self, *, now: int) -> list[BackchannelRequest]:
         """Pending requests past their expiry whose callback was not claimed yet."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    @abstractmethod
+    def pending_notifications(self, *, now: int) -> list[BackchannelRequest]:
+        """Ping/push requests decided or expired whose notification was not claimed yet."""
+
+
+class ReceiptStore(ABC):
+    """Approval receipts (written by :meth:`RequestStore.decide`, in the same step as the decision)."""
+
+    @abstractmethod
+    def get_receipt(self, receipt_id: str) -> ApprovalReceipt | None: ...
+
+
+class IntentStore(ABC):
+    """Intents (Keycloak mode): each binds one channel request."""
+
+    @abstractmethod
+    def add_intent(self, intent: Intent) -> None: ...
+
+    @abstractmethod
+    def take_intent(self, intent_id: str, *, now: int) -> Intent | None:
+        """Return and delete an unexpired intent: each intent binds one channel request."""
+
+    @abstractmethod
+    def delete_intent(self, intent_id: str) -> None: ...
+
+
+class SingleUseStore(ABC):
+    """Single use of assertion, request-object and DPoP proof identifiers."""
+
+    @abstractmethod
+    def use_once(self, key: str, *, expires_at: int, now: int) -> bool:
+        """Record ``key`` until ``expires_at``; False if it was recorded before (a replay)."""
+
+
+class AttemptStore(ABC):
+    """Attempt records in a sliding window, shared by every instance (online guessing limits)."""
+
+    @abstractmethod
+    def reserve_attempt(self, key: str, *, attempt_id: str, now: int, window: int, limit: int) -> bool:
+        """Atomically: forget attempts on ``key`` older than ``window`` seconds, then record
+        ``attempt_id`` at ``now`` unless ``limit`` attempts remain; False when none was
+        recorded. Shared by every instance on the store (online guessing limits)."""
+
+    @abstractmethod
+    def cancel_attempt(self, key: str, *, attempt_id: str) -> None:
+        """Forget one recorded attempt (it turned out not to count)."""
+
+
+class UserCodeStore(ABC):
+    """Hashes of the users' user codes."""
+
+    @abstractmethod
+    def set_user_code(self, user_id: str, code_hash: str | None) -> None: ...
+
+    @abstractmethod
+    def get_user_code(self, user_id: str) -> str | None: ...
+
+
+class Store(
+    UserStore,
+    PasskeyStore,
+    EnrollmentStore,
+    RequestStore,
+    CallbackStore,
+    ReceiptStore,
+    IntentStore,
+    SingleUseStore,
+    AttemptStore,
+    UserCodeStore,
+):
+    """Persistent state of the service: every concern above in one store. A component that
+    needs only one concern may ask for that interface instead (e.g. :class:`RequestStore`)."""
+
+    def close(self) -> None:  # an optional hook: not abstract
         """Release resources."""

@@ -38,7 +38,12 @@ clock does not matter.
 
 Every guarded transition is one Lua script (registered once, run by ``EVALSHA``): Redis runs a
 script alone, so two instances can never both pass the same check. Each script checks everything
-before it writes, because Redis does not roll a failed script back.
+before it writes, because Redis does not roll a failed script back. The scripts are package data,
+``lua/<name>.lua`` next to this module, each with a header saying what it guards and which KEYS
+and ARGV it takes; ``lua/prelude.lua`` is put in front of every one of them.
+
+Failures of the server (unreachable, timeout, out of memory under ``noeviction``, read-only
+after a failover) are raised as :class:`StoreUnavailable`, the redis-py exception chained.
 """
 
 from __future__ import annotations
@@ -48,9 +53,11 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
+from importlib.resources import files
 from typing import Any, TypeVar
 
 import redis
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 from ciba_service.core.model import (
     ApprovalReceipt,
@@ -63,8 +70,9 @@ from ciba_service.core.model import (
     User,
 )
 from ciba_service.store.base import Store
+from ciba_service.store.errors import StoreConflict, StoreMisconfigured, StoreUnavailable, unavailable_when
 
-__all__ = ["RedisStore", "StoreConflict"]
+__all__ = ["RedisStore", "StoreConflict", "StoreMisconfigured", "StoreUnavailable"]
 
 # How long a record outlives its expiry by default: the sweep of an instance that was down for a
 # while still finds expired requests to notify, and late polls still get ``expired_token``.
@@ -74,298 +82,48 @@ DEFAULT_RETENTION = 3600
 _CLOCK_SKEW = 300
 
 
-class StoreMisconfigured(Exception):
-    """The Redis server is configured in a way that breaks the store's guarantees."""
-
-
-class StoreConflict(Exception):
-    """A write would break a uniqueness or reference rule (an id taken, an unknown user): what
-    SQLite reports as an ``IntegrityError``. Nothing was written."""
-
-
 # Lua ------------------------------------------------------------------------------------------
-# Shared by every script: ARGV[1] is the key prefix, KEYS[1] the record the script is about.
-_PRELUDE = """
-local prefix = ARGV[1]
-local function request_key(id) return prefix .. 'request:' .. id end
+def _read_lua(name: str) -> str:
+    return (files("ciba_service.store") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
 
--- The text of a field holding a JSON string; nil for null or a missing field. Only strings are
--- decoded (never numbers), so nothing loses precision.
-local function text(json)
-  if not json then return nil end
-  local value = cjson.decode(json)
-  if type(value) == 'string' then return value end
-  return nil
-end
 
--- The index keys pointing at request ``id``.
-local function index_keys(id)
-  local f = redis.call('HMGET', request_key(id), 'auth_req_id_hash', 'approval_id', 'token_jti')
-  local keys = {}
-  if text(f[1]) then table.insert(keys, prefix .. 'auth_req_id:' .. text(f[1])) end
-  if text(f[2]) then table.insert(keys, prefix .. 'approval:' .. text(f[2])) end
-  if text(f[3]) then table.insert(keys, prefix .. 'jti:' .. text(f[3])) end
-  return keys
-end
+# Read once, at import: each script is the prelude (ARGV[1] is the key prefix, KEYS[1] the record
+# the script is about) followed by the script's own text.
+_PRELUDE = _read_lua("prelude")
+_SCRIPTS = {
+    name: _PRELUDE + "\n" + _read_lua(name)
+    for name in (
+        "add_request",
+        "update_request",
+        "decide",
+        "mark_issued",
+        "delete_request",
+        "claim_callback",
+        "add_user",
+        "upsert_user",
+        "add_passkey",
+        "update_sign_count",
+        "upsert_passkeys",
+        "add_enrollment",
+        "set_enrollment_challenge",
+        "consume_enrollment",
+        "add_intent",
+        "take_intent",
+        "use_once",
+        "reserve_attempt",
+    )
+}
 
--- Put request ``id`` in (or take it out of) the two time-ordered sets the sweeps read, from
--- its current record: called after every change of status, callback state or upstream.
-local function reindex(id)
-  local f = redis.call('HMGET', request_key(id), 'status', 'callback_state', 'expires_at', 'upstream')
-  local open = f[2] == '"none"'
-  if open and f[1] == '"pending"' then
-    redis.call('ZADD', prefix .. 'pending', tonumber(f[3]), id)
-  else
-    redis.call('ZREM', prefix .. 'pending', id)
-  end
-  local delivery = nil
-  if f[4] then
-    local ok, upstream = pcall(cjson.decode, f[4])
-    if ok and type(upstream) == 'table' then delivery = upstream['delivery'] end
-  end
-  if open and (delivery == 'ping' or delivery == 'push') then
-    local due = tonumber(f[3])
-    if f[1] == '"approved"' or f[1] == '"denied"' then due = 0 end
-    redis.call('ZADD', prefix .. 'notify', due, id)
-  else
-    redis.call('ZREM', prefix .. 'notify', id)
-  end
-end
 
-local function conflict(what) return redis.error_reply('CONFLICT ' .. what) end
-"""
-
-# ARGV: prefix, request_id, ttl ms (0: durable), field/value pairs.
-_ADD_REQUEST = """
-local id = ARGV[2]
-local f = {}
-for i = 4, #ARGV, 2 do f[ARGV[i]] = ARGV[i + 1] end
-local by_hash = prefix .. 'auth_req_id:' .. text(f['auth_req_id_hash'])
-local by_approval = prefix .. 'approval:' .. text(f['approval_id'])
-if redis.call('EXISTS', KEYS[1], by_hash, by_approval) > 0 then
-  return conflict('request, auth_req_id or approval id already stored')
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-for _, key in ipairs(index_keys(id)) do redis.call('SET', key, id) end
-if tonumber(ARGV[3]) > 0 then
-  -- pending: the record and its indexes go together, retention after the request's expiry
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  redis.call('PEXPIRE', by_hash, ARGV[3])
-  redis.call('PEXPIRE', by_approval, ARGV[3])
-end
-reindex(id)
-return 1
-"""
-
-# ARGV: prefix, request_id, field/value pairs. A request that is gone stays gone: an update
-# never recreates a partial record.
-_UPDATE_REQUEST = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-reindex(ARGV[2])
-return 1
-"""
-
-# ARGV: prefix, request_id, now, status, decided_at, receipt_id, receipt field/value pairs.
-# KEYS[2]: the receipt, when there is one.
-# Security: pending -> decided happens once. Two approvals racing (two tabs, two instances, an
-# approval racing a denial) cannot both win, so the user's one decision is the only one, and
-# the receipt is stored in the same step as the decision it proves.
-_DECIDE = """
-local f = redis.call('HMGET', KEYS[1], 'status', 'expires_at', 'callback_state')
--- callback_state: a sweep that closed the request (an instance whose clock runs ahead) and a
--- late decision exclude each other.
-if f[1] ~= '"pending"' or tonumber(f[2]) <= tonumber(ARGV[3]) or f[3] ~= '"none"' then return 0 end
-if #KEYS > 1 then
-  if redis.call('EXISTS', KEYS[2]) == 1 then return conflict('receipt id already stored') end
-  redis.call('HSET', KEYS[2], unpack(ARGV, 7))
-end
-redis.call('HSET', KEYS[1], 'status', ARGV[4], 'decided_at', ARGV[5], 'receipt_id', ARGV[6])
--- decided is durable: the record and its indexes outlive any TTL they had while pending.
-redis.call('PERSIST', KEYS[1])
-for _, key in ipairs(index_keys(ARGV[2])) do redis.call('PERSIST', key) end
-reindex(ARGV[2])
-return 1
-"""
-
-# ARGV: prefix, request_id, token_jti (JSON), jti.
-# Security: approved -> issued happens once, so two redemptions of one auth_req_id racing on
-# two instances cannot both mint a token.
-_MARK_ISSUED = """
-if redis.call('HGET', KEYS[1], 'status') ~= '"approved"' then return 0 end
-redis.call('HSET', KEYS[1], 'status', '"issued"', 'token_jti', ARGV[3])
-redis.call('SET', prefix .. 'jti:' .. ARGV[4], ARGV[2])
-reindex(ARGV[2])
-return 1
-"""
-
-# ARGV: prefix, request_id.
-_DELETE_REQUEST = """
-for _, key in ipairs(index_keys(ARGV[2])) do
-  if redis.call('GET', key) == ARGV[2] then redis.call('DEL', key) end
-end
-redis.call('DEL', KEYS[1])
-reindex(ARGV[2])
-return 1
-"""
-
-# ARGV: prefix, request_id.
-# Security: one decision is sent to Keycloak (or one notification to the client) once, even
-# when several instances sweep at the same time.
-_CLAIM_CALLBACK = """
-if redis.call('HGET', KEYS[1], 'callback_state') ~= '"none"' then return 0 end
-redis.call('HSET', KEYS[1], 'callback_state', '"sending"')
-reindex(ARGV[2])
-return 1
-"""
-
-# ARGV: prefix, user_id, created_at, field/value pairs. KEYS[2]: the username index.
-_ADD_USER = """
-if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return conflict('user id or username already stored') end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-redis.call('SET', KEYS[2], ARGV[2])
-redis.call('ZADD', prefix .. 'users', tonumber(ARGV[3]), ARGV[2])
-return 1
-"""
-
-# ARGV: prefix, user_id, created_at, username, display_name, enabled, all field/value pairs.
-# KEYS[2]: the new username's index. Refreshes the mirrored fields of a known user (never its
-# user handle or creation time).
-_UPSERT_USER = """
-local owner = redis.call('GET', KEYS[2])
-if owner and owner ~= ARGV[2] then return conflict('username belongs to another user') end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local old = prefix .. 'username:' .. text(redis.call('HGET', KEYS[1], 'username'))
-  if old ~= KEYS[2] and redis.call('GET', old) == ARGV[2] then redis.call('DEL', old) end
-  redis.call('HSET', KEYS[1], 'username', ARGV[4], 'display_name', ARGV[5], 'enabled', ARGV[6])
-else
-  redis.call('HSET', KEYS[1], unpack(ARGV, 7))
-  redis.call('ZADD', prefix .. 'users', tonumber(ARGV[3]), ARGV[2])
-end
-redis.call('SET', KEYS[2], ARGV[2])
-return 1
-"""
-
-# ARGV: prefix, user_id, credential id (b64), created_at, field/value pairs.
-_ADD_PASSKEY = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return conflict('credential id already stored') end
-if redis.call('EXISTS', prefix .. 'user:' .. ARGV[2]) == 0 then return conflict('unknown user') end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-redis.call('ZADD', prefix .. 'passkeys:' .. ARGV[2], tonumber(ARGV[4]), ARGV[3])
-return 1
-"""
-
-# ARGV: prefix, old sign_count, new sign_count (JSON integers).
-# Security: the counter moves only from the value this approval read. Two assertions from a
-# cloned authenticator carrying the same counter cannot both pass, whichever instance gets them.
-_UPDATE_SIGN_COUNT = """
-if redis.call('HGET', KEYS[1], 'sign_count') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'sign_count', ARGV[3])
-return 1
-"""
-
-# ARGV: prefix, replace ('1': first delete the passkeys of the user KEYS[1] lists that are not in
-# the list, '0': keep them), then per passkey: credential id (b64), user_id, created_at,
-# public_key, sign_count, JSON of all its field/value pairs. A known credential keeps its owner,
-# transports and creation time and never has its counter lowered: a stale IdP copy must not
-# reopen the window for a cloned authenticator.
-_UPSERT_PASSKEYS = """
-local keep = {}
-for i = 3, #ARGV, 6 do
-  keep[ARGV[i]] = true
-  if redis.call('EXISTS', prefix .. 'passkey:' .. ARGV[i]) == 0
-      and redis.call('EXISTS', prefix .. 'user:' .. ARGV[i + 1]) == 0 then
-    return conflict('unknown user')
-  end
-end
-if ARGV[2] == '1' then
-  for _, cred in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-    if not keep[cred] then
-      redis.call('DEL', prefix .. 'passkey:' .. cred)
-      redis.call('ZREM', KEYS[1], cred)
-    end
-  end
-end
-for i = 3, #ARGV, 6 do
-  local key = prefix .. 'passkey:' .. ARGV[i]
-  local stored = redis.call('HMGET', key, 'user_id', 'sign_count')
-  if not stored[1] then
-    for field, value in pairs(cjson.decode(ARGV[i + 5])) do redis.call('HSET', key, field, value) end
-    redis.call('ZADD', prefix .. 'passkeys:' .. ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i])
-  elseif text(stored[1]) == ARGV[i + 1] then
-    local count = ARGV[i + 4]
-    if tonumber(stored[2]) > tonumber(count) then count = stored[2] end
-    redis.call('HSET', key, 'public_key', ARGV[i + 3], 'sign_count', count)
-  end
-end
-return 1
-"""
-
-# ARGV: prefix, user_id, ttl ms, field/value pairs.
-_ADD_ENROLLMENT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return conflict('enrollment already stored') end
-if redis.call('EXISTS', prefix .. 'user:' .. ARGV[2]) == 0 then return conflict('unknown user') end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-"""
-
-# ARGV: prefix, challenge (JSON).
-_SET_ENROLLMENT_CHALLENGE = """
-if redis.call('HGET', KEYS[1], 'used') ~= 'false' then return 0 end
-redis.call('HSET', KEYS[1], 'challenge', ARGV[2])
-return 1
-"""
-
-# ARGV: prefix, now.
-# Security: an enrollment link registers one passkey; two completions racing with one link
-# (a leaked link used by an attacker at the same moment) cannot both add a credential.
-_CONSUME_ENROLLMENT = """
-local f = redis.call('HMGET', KEYS[1], 'used', 'expires_at')
-if f[1] ~= 'false' or tonumber(f[2]) <= tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], 'used', 'true')
-return 1
-"""
-
-# ARGV: prefix, ttl ms, field/value pairs.
-_ADD_INTENT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return conflict('intent already stored') end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
-# ARGV: prefix, now. Returns the intent's field/value pairs, or nothing.
-# Security: one intent binds one Keycloak channel request; a replayed channel call finds nothing.
-_TAKE_INTENT = """
-local expires_at = redis.call('HGET', KEYS[1], 'expires_at')
-if not expires_at or tonumber(expires_at) <= tonumber(ARGV[2]) then return false end
-local record = redis.call('HGETALL', KEYS[1])
-redis.call('DEL', KEYS[1])
-return record
-"""
-
-# ARGV: prefix, expires_at, now, ttl ms.
-# Security: a client assertion, request object or DPoP proof is accepted once across all
-# instances; a key whose recorded expiry has passed is free again, as in the SQLite store.
-_USE_ONCE = """
-local stored = redis.call('GET', KEYS[1])
-if stored and tonumber(stored) > tonumber(ARGV[3]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
-return 1
-"""
-
-# KEYS[1] the attempts (a sorted set: attempt id scored by time); ARGV[2] attempt id, ARGV[3] now,
-# ARGV[4] window, ARGV[5] limit, ARGV[6] seconds kept past the window (clock skew). Prune, count
-# and add in one script, so instances guessing at once cannot all see "one attempt left" and all
-# proceed.
-_RESERVE_ATTEMPT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]) + tonumber(ARGV[6]))
-return 1
-"""
+def _unavailable(exc: Exception) -> bool:
+    """A failure of the Redis server the caller may retry, not a bug: the server cannot be
+    reached (also while it loads its data set) or does not answer in time, refuses writes
+    because it is out of memory (``maxmemory`` with ``noeviction``), or is a read-only replica
+    (after a failover). A script that fails on such a write is reported the same way. Older
+    redis-py versions raise OOM and READONLY as plain ``ResponseError``s: matched by their text."""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OutOfMemoryError | ReadOnlyError):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(("OOM ", "READONLY "))
 
 
 # encoding -------------------------------------------------------------------------------------
@@ -416,6 +174,7 @@ def _decode(cls: type[_T], raw: Mapping[Any, Any] | None) -> _T | None:
     return cls(**values)
 
 
+@unavailable_when(_unavailable)
 class RedisStore(Store):
     """State in Redis, shared by every instance using the same server and prefix.
 
@@ -441,27 +200,27 @@ class RedisStore(Store):
         self._clock = clock
         self._retain = retain_after_expiry
 
-        def script(body: str) -> Any:
-            return client.register_script(_PRELUDE + body)
+        def script(name: str) -> Any:
+            return client.register_script(_SCRIPTS[name])
 
-        self._add_request = script(_ADD_REQUEST)
-        self._update_request = script(_UPDATE_REQUEST)
-        self._decide = script(_DECIDE)
-        self._mark_issued = script(_MARK_ISSUED)
-        self._delete_request = script(_DELETE_REQUEST)
-        self._claim_callback = script(_CLAIM_CALLBACK)
-        self._add_user = script(_ADD_USER)
-        self._upsert_user = script(_UPSERT_USER)
-        self._add_passkey = script(_ADD_PASSKEY)
-        self._update_sign_count = script(_UPDATE_SIGN_COUNT)
-        self._upsert_passkeys = script(_UPSERT_PASSKEYS)
-        self._add_enrollment = script(_ADD_ENROLLMENT)
-        self._set_enrollment_challenge = script(_SET_ENROLLMENT_CHALLENGE)
-        self._consume_enrollment = script(_CONSUME_ENROLLMENT)
-        self._add_intent = script(_ADD_INTENT)
-        self._take_intent = script(_TAKE_INTENT)
-        self._use_once = script(_USE_ONCE)
-        self._reserve_attempt = script(_RESERVE_ATTEMPT)
+        self._add_request = script("add_request")
+        self._update_request = script("update_request")
+        self._decide = script("decide")
+        self._mark_issued = script("mark_issued")
+        self._delete_request = script("delete_request")
+        self._claim_callback = script("claim_callback")
+        self._add_user = script("add_user")
+        self._upsert_user = script("upsert_user")
+        self._add_passkey = script("add_passkey")
+        self._update_sign_count = script("update_sign_count")
+        self._upsert_passkeys = script("upsert_passkeys")
+        self._add_enrollment = script("add_enrollment")
+        self._set_enrollment_challenge = script("set_enrollment_challenge")
+        self._consume_enrollment = script("consume_enrollment")
+        self._add_intent = script("add_intent")
+        self._take_intent = script("take_intent")
+        self._use_once = script("use_once")
+        self._reserve_attempt = script("reserve_attempt")
 
     @classmethod
     def from_url(

@@ -1,5 +1,8 @@
 """SQLite store: the embedded default. WAL journal, one connection guarded by a lock; every
-guarded transition is a single ``UPDATE ... WHERE <old state>`` so it is atomic."""
+guarded transition is a single ``UPDATE ... WHERE <old state>`` so it is atomic.
+
+A database another connection keeps locked past the busy timeout, a full disk and disk I/O
+errors are raised as :class:`StoreUnavailable`, the ``sqlite3.OperationalError`` chained."""
 
 from __future__ import annotations
 
@@ -20,8 +23,28 @@ from ciba_service.core.model import (
     User,
 )
 from ciba_service.store.base import Store
+from ciba_service.store.errors import unavailable_when
 
 __all__ = ["SQLiteStore"]
+
+# Primary result codes (the low byte of an extended code) of the failures a caller may retry:
+# another connection holds the lock past the busy timeout (BUSY, LOCKED), the disk fails (IOERR)
+# or is full (FULL).
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_SQLITE_IOERR = 10
+_SQLITE_FULL = 13
+_RETRYABLE = frozenset({_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_IOERR, _SQLITE_FULL})
+
+
+def _unavailable(exc: Exception) -> bool:
+    """A failure of the database file the caller may retry, not a bug (a bad statement or schema
+    error is an ``OperationalError`` too, with another code)."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _RETRYABLE
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -111,12 +134,17 @@ CREATE TABLE IF NOT EXISTS receipts (
 """
 
 
+@unavailable_when(_unavailable)
 class SQLiteStore(Store):
-    def __init__(self, path: Path | str) -> None:
+    """State in one SQLite file. ``busy_timeout`` is how many seconds a statement waits for a
+    lock another connection holds before it fails with :class:`StoreUnavailable` (5, sqlite3's
+    own default)."""
+
+    def __init__(self, path: Path | str, *, busy_timeout: float = 5.0) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(str(path), timeout=busy_timeout, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         # synchronous=FULL: a decision acknowledged to the user survives a power cut.

@@ -1,0 +1,24 @@
+-- decide.lua: pending -> approved/denied, storing the receipt in the same step.
+-- Security: pending -> decided happens once. Two approvals racing (two tabs, two instances, an
+-- approval racing a denial) cannot both win, so the user's one decision is the only one, and
+-- the receipt is stored in the same step as the decision it proves.
+-- KEYS[1] the request, KEYS[2] the receipt (only when there is one).
+-- ARGV[1] prefix, ARGV[2] request_id, ARGV[3] now, ARGV[4] status (JSON), ARGV[5] decided_at
+-- (JSON), ARGV[6] receipt_id (JSON, null without a receipt), ARGV[7..] receipt field/value pairs.
+-- Returns 1 when decided, 0 when the request was not pending, unexpired and unclaimed; CONFLICT
+-- when the receipt id is taken.
+
+local f = redis.call('HMGET', KEYS[1], 'status', 'expires_at', 'callback_state')
+-- callback_state: a sweep that closed the request (an instance whose clock runs ahead) and a
+-- late decision exclude each other.
+if f[1] ~= '"pending"' or tonumber(f[2]) <= tonumber(ARGV[3]) or f[3] ~= '"none"' then return 0 end
+if #KEYS > 1 then
+  if redis.call('EXISTS', KEYS[2]) == 1 then return conflict('receipt id already stored') end
+  redis.call('HSET', KEYS[2], unpack(ARGV, 7))
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[4], 'decided_at', ARGV[5], 'receipt_id', ARGV[6])
+-- decided is durable: the record and its indexes outlive any TTL they had while pending.
+redis.call('PERSIST', KEYS[1])
+for _, key in ipairs(index_keys(ARGV[2])) do redis.call('PERSIST', key) end
+reindex(ARGV[2])
+return 1

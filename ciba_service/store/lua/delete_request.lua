@@ -1,0 +1,12 @@
+-- delete_request.lua: delete a request, the index keys still pointing at it, and its sweep entries.
+-- Guards: an index key now pointing at another request is left alone.
+-- KEYS[1] the request.
+-- ARGV[1] prefix, ARGV[2] request_id.
+-- Returns 1.
+
+for _, key in ipairs(index_keys(ARGV[2])) do
+  if redis.call('GET', key) == ARGV[2] then redis.call('DEL', key) end
+end
+redis.call('DEL', KEYS[1])
+reindex(ARGV[2])
+return 1
