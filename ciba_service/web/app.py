@@ -9,7 +9,6 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -18,6 +17,7 @@ from ciba_service.config import Settings
 from ciba_service.core.errors import ApprovalError, OAuthError
 from ciba_service.server.provider import Provider
 from ciba_service.server.wiring import build_provider
+from ciba_service.store import StoreUnavailable
 from ciba_service.web.approval import approval_routes
 from ciba_service.web.http import NO_STORE
 from ciba_service.web.keycloak import keycloak_routes
@@ -90,25 +90,22 @@ def _install_error_handlers(app: FastAPI) -> None:
             headers=NO_STORE,
         )
 
-    @app.exception_handler(redis.ConnectionError)
-    @app.exception_handler(redis.TimeoutError)
-    @app.exception_handler(redis.ResponseError)
+    @app.exception_handler(StoreUnavailable)
     async def _store_unavailable(_: Request, exc: Exception) -> Response:
-        # The shared store (Redis) is down, too slow, out of memory (noeviction), or read-only
-        # after a failover: the caller may retry. Every guarded step is one atomic script, so
-        # nothing is ever half done; but a timeout can strike after a script ran and only its
-        # reply was lost, so the retry may find the step done (a redeemed auth_req_id is then
-        # invalid_grant, as for any second redemption). Anything else Redis refuses is a bug.
-        unavailable = not isinstance(exc, redis.ResponseError) or (
-            isinstance(exc, redis.ReadOnlyError) or str(exc).startswith("OOM")
-        )
-        if not unavailable:
-            log.error("store error: %s", exc)
-            body = {"error": "server_error", "error_description": "the service's store refused a command"}
-            return JSONResponse(body, status_code=500, headers=NO_STORE)
-        log.error("store unavailable: %s", exc)
+        # The store (Redis down, too slow, out of memory under noeviction, read-only after a
+        # failover; SQLite busy or failing I/O) cannot serve now: the caller may retry. Every
+        # guarded step is one atomic transition, so nothing is ever half done; but a timeout can
+        # strike after a Redis script ran and only its reply was lost, so the retry may find the
+        # step done (a redeemed auth_req_id is then invalid_grant, as for any second redemption).
+        log.error("store unavailable: %s", exc.__cause__ or exc)
         body = {"error": "temporarily_unavailable", "error_description": "the service's store cannot be reached; retry"}
         return JSONResponse(body, status_code=503, headers={**NO_STORE, "Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def _server_error(_: Request, exc: Exception) -> Response:
+        # A bug: the client gets an OAuth-shaped 500 without internals (logged by the server).
+        body = {"error": "server_error", "error_description": "the service failed to handle the request"}
+        return JSONResponse(body, status_code=500, headers=NO_STORE)
 
 
 def create_app(provider: Provider) -> FastAPI:
