@@ -15,6 +15,7 @@ from typing import Any
 
 import jwt
 
+from ciba_service import rfc9449 as dpop
 from ciba_service.config import Settings
 from ciba_service.core.binding import binding_document, canonical_preimage, challenge_for
 from ciba_service.core.errors import (
@@ -42,8 +43,7 @@ from ciba_service.core.protocol import CIBA_GRANT_TYPE
 from ciba_service.core.replay import ReplayCache
 from ciba_service.core.security import hash_secret, new_id, sha256_b64url, verify_secret
 from ciba_service.jose.client_assertion import ASSERTION_ALGORITHMS, SpiffeBundle
-from ciba_service.rfc9396.rar import TypeRegistry, describe_entry
-from ciba_service.rfc9449 import dpop
+from ciba_service.rfc9396 import TypeRegistry, describe_entry
 from ciba_service.server.approval import ceremony as approval_mod
 from ciba_service.server.backchannel import (
     Hint,

@@ -45,6 +45,7 @@ from ciba_service.core.model import BackchannelRequest, CallbackState, Intent, P
 from ciba_service.core.params import Params
 from ciba_service.core.protocol import CIBA_GRANT_TYPE
 from ciba_service.core.security import new_id, sha256_b64url
+from ciba_service.jose.jwks import JwksCache, JwksUnavailable
 from ciba_service.server.backchannel import validate_backchannel_request
 from ciba_service.server.client_auth import AuthenticatedClient, parse_basic
 from ciba_service.server.notify import ApprovalNotice, Notifier
@@ -182,35 +183,6 @@ class KeycloakAdmin:
         return credentials
 
 
-class _Jwks:
-    """The realm's JWKS for the channel bearer token (RS256 by default in Keycloak)."""
-
-    def __init__(self, uri: str, http: httpx.Client, *, min_refresh: float = 10.0) -> None:
-        self._uri = uri
-        self._http = http
-        self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched = 0.0
-        self._min_refresh = min_refresh
-        self._lock = threading.Lock()
-
-    def key(self, kid: str) -> jwt.PyJWK | None:
-        with self._lock:
-            if kid not in self._keys and time.monotonic() - self._fetched > self._min_refresh:
-                response = self._http.get(self._uri)
-                response.raise_for_status()
-                keys: dict[str, jwt.PyJWK] = {}
-                for jwk in response.json().get("keys", []):
-                    if jwk.get("use", "sig") != "sig" or "kid" not in jwk:
-                        continue
-                    try:
-                        keys[jwk["kid"]] = jwt.PyJWK(jwk)
-                    except jwt.PyJWKError:
-                        continue
-                self._keys = keys
-                self._fetched = time.monotonic()
-            return self._keys.get(kid)
-
-
 def identify_client(params: Params, authorization: str | None) -> tuple[str, dict[str, str], dict[str, str]]:
     """The client id, and the client authentication to pass through unchanged.
 
@@ -265,7 +237,7 @@ class KeycloakProvider(Provider):
             clock=clock,
         )
         self.oidc = f"{kc.issuer}/protocol/openid-connect"
-        self._jwks = _Jwks(f"{self.oidc}/certs", self.http)
+        self._jwks = JwksCache(f"{self.oidc}/certs", client=self.http, timeout=kc.timeout)
         self._synced: dict[str, float] = {}
         self._refusals: dict[str, ChannelError] = {}
         self._lock = threading.Lock()
@@ -380,16 +352,17 @@ class KeycloakProvider(Provider):
             raise ChannelError(401, "bearer token required")
         try:
             header = jwt.get_unverified_header(token)
-            key = self._jwks.key(str(header.get("kid")))
-        except (jwt.PyJWTError, httpx.HTTPError) as exc:
+            key = self._jwks.key_for(str(header.get("kid")))
+        except (jwt.PyJWTError, JwksUnavailable) as exc:
             raise ChannelError(401, f"channel token not verifiable: {type(exc).__name__}") from None
         if key is None:
             raise ChannelError(401, "channel token signed by an unknown key")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                key=key,
-                algorithms=["RS256", "PS256", "ES256"],
+                key=key.key,
+                # The key verifies the one algorithm the realm published it for.
+                algorithms=[key.alg],
                 audience=self.kc.issuer,
                 issuer=self.kc.issuer,
                 # Time is checked below against our clock (one clock for the whole service).
