@@ -16,8 +16,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from ciba_service.rfc9396.registry import AuthorizationDetailsTypeConfig
+
 __all__ = [
-    "AuthorizationDetailsTypeConfig",
     "ClientConfig",
     "KeycloakConfig",
     "Settings",
@@ -25,8 +26,6 @@ __all__ = [
 ]
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("ciba_config_file", default=None)
-
-FieldKind = Literal["string", "number", "integer", "boolean", "object", "array"]
 
 
 class ClientConfig(BaseModel):
@@ -71,33 +70,6 @@ class ClientConfig(BaseModel):
         if self.backchannel_authentication_request_signing_alg and not self.jwks:
             raise ValueError(f"client {self.client_id}: signed requests need jwks")
         return self
-
-
-class AuthorizationDetailsTypeConfig(BaseModel):
-    """One entry of the RFC 9396 type registry."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-    description: str
-    # Readable form for the approval page; ``{actions}``, ``{identifier}``, ``{locations}`` and
-    # any declared field name are substituted.
-    template: str = "{actions} {identifier}"
-    actions: list[str] = Field(min_length=1)
-    fields: dict[str, FieldKind] = Field(default_factory=dict)
-    require_identifier: bool = False
-    require_locations: bool = False
-    # A JSON Schema (draft 2020-12) the whole entry must satisfy, for type-specific rules the
-    # simple `fields` kinds cannot say (formats, patterns, bounds, required members).
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-
-    @field_validator("schema_")
-    @classmethod
-    def _schema_is_valid(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            from jsonschema import Draft202012Validator
-
-            Draft202012Validator.check_schema(value)
-        return value
 
 
 class KeycloakConfig(BaseModel):

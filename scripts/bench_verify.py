@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ciba_service.core.security import b64url_decode
-from ciba_service.rs.verifier import RequestedAction, StaticKeys, TokenVerifier
+from ciba_service.rs import RequestedAction, StaticKeys, TokenVerifier
 from ciba_service.server.tokens import SigningKey, mint_access_token
 
 CHUNK = 100

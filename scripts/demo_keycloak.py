@@ -33,7 +33,7 @@ from ciba_service.agent import device
 from ciba_service.agent.client import CibaAgent
 from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.demo.example_api import IAM_LOCATION
-from ciba_service.rs.verifier import InsufficientAuthorization, InvalidToken, JwksCache, RequestedAction, TokenVerifier
+from ciba_service.rs import InsufficientAuthorization, InvalidToken, JwksCache, RequestedAction, TokenVerifier
 
 ACTION: list[dict[str, Any]] = [
     {"type": "iam_policy", "actions": ["update"], "identifier": "policy-42", "locations": [IAM_LOCATION]}

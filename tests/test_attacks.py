@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ciba_service.core.security import b64url_decode, b64url_encode
-from ciba_service.rfc9449.dpop import DPoPNonces, create_proof, jwk_thumbprint, public_jwk
-from ciba_service.rs.verifier import (
+from ciba_service.rfc9449 import DPoPNonces, create_proof, jwk_thumbprint, public_jwk
+from ciba_service.rs import (
     InsufficientAuthorization,
     InsufficientUserAuthentication,
     InvalidDPoPProof,
@@ -799,7 +799,7 @@ def test_arbitrary_strings_are_refused_cleanly(token: str) -> None:
 )
 def test_garbage_dpop_proofs_are_refused_cleanly(header: dict[str, Any], claims: dict[str, Any]) -> None:
     from ciba_service.core.replay import InMemoryReplayCache
-    from ciba_service.rfc9449.dpop import DPoPProofError, verify_proof
+    from ciba_service.rfc9449 import DPoPProofError, verify_proof
 
     proof = _raw_sign(
         {"typ": "dpop+jwt", "alg": "ES256", "jwk": public_jwk(AGENT.public_key()), **header},

@@ -23,7 +23,7 @@ from ciba_service.agent.client import AgentError, CibaAgent, NotificationInbox
 from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.config import ClientConfig, load_settings
 from ciba_service.core.security import hash_secret
-from ciba_service.rs.verifier import JwksCache, RequestedAction, TokenVerifier
+from ciba_service.rs import JwksCache, RequestedAction, TokenVerifier
 from ciba_service.server.delivery import NotificationSender
 from ciba_service.server.provider import Provider
 from ciba_service.server.wiring import build_provider

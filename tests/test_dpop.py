@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from ciba_service.core.replay import InMemoryReplayCache
 from ciba_service.core.security import b64url_encode
 from ciba_service.demo.example_api import create_example_api
-from ciba_service.rfc9449.dpop import (
+from ciba_service.rfc9449 import (
     DPoPProofError,
     UseDPoPNonce,
     access_token_hash,
@@ -27,7 +27,7 @@ from ciba_service.rfc9449.dpop import (
     public_jwk,
     verify_proof,
 )
-from ciba_service.rs.verifier import InvalidDPoPProof, InvalidToken, ResourceError
+from ciba_service.rs import InvalidDPoPProof, InvalidToken, ResourceError
 from ciba_service.server.tokens import SigningKey
 from tests.test_resource_verifier import ACTION, ENTRY, mint, verifier
 

@@ -18,9 +18,9 @@ from ciba_service.agent.client import CibaAgent
 from ciba_service.core.replay import InMemoryReplayCache
 from ciba_service.core.security import b64url_encode
 from ciba_service.demo.example_api import create_example_api
-from ciba_service.rfc9449.dpop import DPoPNonces, UseDPoPNonce, create_proof, jwk_thumbprint, public_jwk, verify_proof
-from ciba_service.rs.verifier import InvalidDPoPProof, TokenVerifier, VerifiedToken
-from ciba_service.rs.verifier import UseDPoPNonce as UseDPoPNonceError
+from ciba_service.rfc9449 import DPoPNonces, UseDPoPNonce, create_proof, jwk_thumbprint, public_jwk, verify_proof
+from ciba_service.rs import InvalidDPoPProof, TokenVerifier, VerifiedToken
+from ciba_service.rs import UseDPoPNonce as UseDPoPNonceError
 from ciba_service.server.tokens import SigningKey
 from tests.conftest import Clock
 from tests.test_resource_verifier import ACTION, ENTRY, mint, verifier

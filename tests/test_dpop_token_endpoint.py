@@ -9,8 +9,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ciba_service.rfc9449 import dpop
-from ciba_service.rs.verifier import RequestedAction, ResourceError, StaticKeys, TokenVerifier
+from ciba_service import rfc9449 as dpop
+from ciba_service.rs import RequestedAction, ResourceError, StaticKeys, TokenVerifier
 from tests.conftest import AGENT_ID, AGENT_SECRET, BASE, CIBA, Env
 
 EXACT = RequestedAction(

@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ciba_service.rs.verifier import (
-    COMMON_FIELDS,
-    PLAN_FIELDS,
+from ciba_service.core.uri import normalize_uri
+from ciba_service.rfc9396 import COMMON_FIELDS, PLAN_FIELDS
+from ciba_service.rs import (
     FieldRule,
     InsufficientAuthorization,
     InvalidToken,
@@ -36,7 +36,6 @@ from ciba_service.rs.verifier import (
     StaticKeys,
     TokenVerifier,
     action_matches,
-    normalize_uri,
 )
 from ciba_service.server.tokens import SigningKey
 from tests.test_resource_verifier import AUD, ISS, mint

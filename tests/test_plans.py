@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ciba_service.demo.example_api import IAM_LOCATION, create_example_api
-from ciba_service.rs.verifier import (
+from ciba_service.rs import (
     InMemoryReplayCache,
     InsufficientAuthorization,
     InvalidToken,

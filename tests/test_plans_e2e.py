@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ciba_service.rs.verifier import InvalidToken, RequestedAction, ResourceError, StaticKeys, TokenVerifier
+from ciba_service.rs import InvalidToken, RequestedAction, ResourceError, StaticKeys, TokenVerifier
 from tests.conftest import BASE, Env
 
 T0 = 1_800_000_000

@@ -1,4 +1,4 @@
-"""RFC 9396 ``authorization_details`` validation (``ciba_service.rfc9396.rar``).
+"""RFC 9396 ``authorization_details`` validation (``ciba_service.rfc9396``).
 
 RFC 9396 section 5: "the AS MUST refuse to process any unknown authorization details type or
 authorization details not conforming to the respective type definition", with the error
@@ -15,9 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
-from ciba_service.config import AuthorizationDetailsTypeConfig
 from ciba_service.core.errors import InvalidAuthorizationDetails
-from ciba_service.rfc9396.rar import DEFAULT_TYPES, TypeRegistry, describe_entry, parse_authorization_details
+from ciba_service.rfc9396 import (
+    DEFAULT_TYPES,
+    AuthorizationDetailsTypeConfig,
+    TypeRegistry,
+    describe_entry,
+    parse_authorization_details,
+)
 from tests.conftest import ACTION, OTHER_ID, OTHER_SECRET, Env
 
 REGISTRY = TypeRegistry.from_config({})

@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
-from ciba_service.core.replay import InMemoryReplayCache, RedisReplayCache, ReplayCache, ReplayStoreUnavailable
-from ciba_service.rfc9449.dpop import create_proof
-from ciba_service.rs.verifier import InvalidDPoPProof, InvalidToken, ResourceUnavailable, TokenVerifier
+from ciba_service.core.replay import InMemoryReplayCache, ReplayCache, ReplayStoreUnavailable
+from ciba_service.rfc9449 import create_proof
+from ciba_service.rs import InvalidDPoPProof, InvalidToken, RedisReplayCache, ResourceUnavailable, TokenVerifier
 from ciba_service.server.tokens import SigningKey
 from tests.redis_harness import free_port
 from tests.test_dpop import AGENT, AGENT_JKT

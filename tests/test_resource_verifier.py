@@ -22,9 +22,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ciba_service.core.security import b64url_decode, b64url_encode
+from ciba_service.core.security import b64url_decode as _b64url
+from ciba_service.core.uri import normalize_uri
 from ciba_service.demo.example_api import IAM_LOCATION, create_example_api
-from ciba_service.rs.fastapi import install_error_handler, require_action
-from ciba_service.rs.verifier import (
+from ciba_service.jose.signatures import raw_to_der as _der_signature
+from ciba_service.rs import (
     FieldRule,
     InMemoryReplayCache,
     InsufficientAuthorization,
@@ -38,11 +40,9 @@ from ciba_service.rs.verifier import (
     TokenIntrospection,
     TokenVerifier,
     VerifiedToken,
-    _b64url,
-    _der_signature,
     action_matches,
-    normalize_uri,
 )
+from ciba_service.rs.fastapi import install_error_handler, require_action
 from ciba_service.server.tokens import SigningKey, mint_access_token
 
 ISS, AUD = "https://issuer.example.test", "resource-api"

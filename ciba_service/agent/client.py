@@ -27,8 +27,8 @@ with warnings.catch_warnings():
     from authlib.integrations.base_client import OAuthError as AuthlibOAuthError
     from authlib.integrations.httpx_client import OAuth2Client
 
+from ciba_service import rfc9449 as dpop
 from ciba_service.core.protocol import CIBA_GRANT_TYPE
-from ciba_service.rfc9449 import dpop
 
 __all__ = ["AgentError", "CibaAgent", "NotificationInbox", "PendingRequest"]
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from webauthn.helpers import encode_cbor
 
-from ciba_service.core.security import b64url_decode, b64url_encode
+from ciba_service.core.security import b64url_decode_lenient, b64url_encode
 
 __all__ = ["SoftAuthenticator"]
 
@@ -72,9 +72,9 @@ class SoftAuthenticator:
             assert isinstance(key, ec.EllipticCurvePrivateKey)
             creds.append(
                 _Credential(
-                    credential_id=b64url_decode(c["credential_id"]),
+                    credential_id=b64url_decode_lenient(c["credential_id"]),
                     rp_id=c["rp_id"],
-                    user_handle=b64url_decode(c["user_handle"]),
+                    user_handle=b64url_decode_lenient(c["user_handle"]),
                     private_key=key,
                     sign_count=c["sign_count"],
                 )
@@ -101,7 +101,7 @@ class SoftAuthenticator:
         cred = _Credential(
             credential_id=secrets.token_bytes(32),
             rp_id=rp_id,
-            user_handle=b64url_decode(options["user"]["id"]),
+            user_handle=b64url_decode_lenient(options["user"]["id"]),
             private_key=key,
         )
         numbers = key.public_key().public_numbers()

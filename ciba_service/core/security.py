@@ -1,8 +1,9 @@
-"""Named security primitives: identifiers, constant-time comparison, secret hashing."""
+"""Named security primitives: identifiers, base64url, constant-time comparison, secret hashing."""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import secrets
@@ -10,6 +11,7 @@ import secrets
 __all__ = [
     "MIN_ID_BYTES",
     "b64url_decode",
+    "b64url_decode_lenient",
     "b64url_encode",
     "constant_time_eq",
     "hash_secret",
@@ -34,7 +36,42 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def b64url_decode(data: str) -> bytes:
+# base64url to the standard alphabet in one pass; the standard alphabet's own "+", "/" and "="
+# become "!", which strict decoding refuses (see b64url_decode).
+_TO_STANDARD_ALPHABET = bytes.maketrans(b"-_+/=", b"+/!!!")
+_PADDING = (b"", None, b"==", b"=")
+# The last character of an unpadded encoding carries unused low bits (4 when the length is
+# 2 mod 4, 2 when it is 3 mod 4) that a canonical encoding sets to zero; these are the
+# characters whose unused bits are zero, per length mod 4.
+_CANONICAL_LAST = ("", "", "AQgw", "AEIMQUYcgkosw048")
+
+
+def b64url_decode(part: str) -> bytes:
+    """Strict unpadded base64url (RFC 7515 2): raises ValueError for anything else.
+
+    Characters of the standard alphabet and padding are mapped to "!" by the same translation
+    that maps the URL-safe alphabet to the standard one, so binascii in strict mode refuses
+    them along with every other character outside the alphabet (a lenient decoder skips them,
+    so "a.b" and "a!.b" would otherwise decode alike). Non-zero unused bits in the last
+    character are refused too: otherwise "QQ" and "QR" both decode to "A", and one signature
+    has many spellings (a token that is "the same" but a different string)."""
+    remainder = len(part) % 4
+    padding = _PADDING[remainder]
+    if padding is None:
+        raise ValueError("impossible base64 length")
+    if remainder and part[-1] not in _CANONICAL_LAST[remainder]:
+        raise ValueError("non-canonical base64url")
+    return binascii.a2b_base64(part.encode("ascii").translate(_TO_STANDARD_ALPHABET) + padding, strict_mode=True)
+
+
+def b64url_decode_lenient(data: str) -> bytes:
+    """Lenient base64url: padding optional, a final character with non-zero unused bits
+    accepted, and characters outside the alphabet skipped (``base64.urlsafe_b64decode``).
+
+    For values whose spelling carries no meaning: JWK members, DPoP proof segments (checked
+    against the base64url alphabet first), the softauthn key file, stored secret hashes. A
+    value whose exact string matters (a token compared or cached as a string) is decoded with
+    :func:`b64url_decode`, which refuses every spelling but the canonical one."""
     return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
 
 
@@ -70,7 +107,7 @@ def verify_secret(secret: str, stored: str) -> bool:
             return False
         digest = hashlib.scrypt(
             secret.encode("utf-8"),
-            salt=b64url_decode(salt),
+            salt=b64url_decode_lenient(salt),
             n=int(n),
             r=int(r),
             p=int(p),
@@ -78,4 +115,4 @@ def verify_secret(secret: str, stored: str) -> bool:
         )
     except ValueError:
         return False
-    return constant_time_eq(digest, b64url_decode(expected))
+    return constant_time_eq(digest, b64url_decode_lenient(expected))

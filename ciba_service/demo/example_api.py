@@ -14,8 +14,8 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
+from ciba_service.rs import RequestedAction, TokenVerifier, VerifiedToken
 from ciba_service.rs.fastapi import install_error_handler, require_action
-from ciba_service.rs.verifier import RequestedAction, TokenVerifier, VerifiedToken
 
 __all__ = ["IAM_LOCATION", "create_example_api"]
 

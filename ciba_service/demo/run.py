@@ -26,7 +26,7 @@ from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.config import ClientConfig, load_settings
 from ciba_service.core.security import hash_secret, new_id
 from ciba_service.demo.example_api import IAM_LOCATION, create_example_api
-from ciba_service.rs.verifier import JwksCache, TokenVerifier
+from ciba_service.rs import JwksCache, TokenVerifier
 from ciba_service.server.notify import ApprovalNotice, Notifier
 from ciba_service.server.wiring import build_provider
 from ciba_service.web.app import create_app

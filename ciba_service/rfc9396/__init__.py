@@ -1,0 +1,63 @@
+"""RFC 9396 Rich Authorization Requests.
+
+- :mod:`~ciba_service.rfc9396.vocabulary`: the common fields (section 2.2) and the plan fields,
+  one definition for validation and for the resource server's matching.
+- :mod:`~ciba_service.rfc9396.registry`: the type registry (:class:`TypeRegistry`, the built-in
+  :data:`DEFAULT_TYPES`, and :class:`AuthorizationDetailsTypeConfig`, one configured type).
+- :mod:`~ciba_service.rfc9396.validation`: :func:`parse_authorization_details`.
+- :mod:`~ciba_service.rfc9396.words`: :func:`describe_entry`, :func:`is_unsafe_char`.
+
+The resource-server library imports the vocabulary only, and needs neither pydantic nor
+jsonschema; so the names of ``registry`` and ``validation`` (which do) are loaded on first use
+rather than when this package is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ciba_service.rfc9396.vocabulary import (
+    COMMON_FIELD_TYPES,
+    COMMON_FIELDS,
+    PLAN_FIELDS,
+    RESERVED_FIELDS,
+    STRING_ARRAY_FIELDS,
+)
+from ciba_service.rfc9396.words import describe_entry, is_unsafe_char
+
+if TYPE_CHECKING:
+    from ciba_service.rfc9396.registry import DEFAULT_TYPES, AuthorizationDetailsTypeConfig, FieldKind, TypeRegistry
+    from ciba_service.rfc9396.validation import parse_authorization_details
+
+__all__ = [
+    "COMMON_FIELDS",
+    "COMMON_FIELD_TYPES",
+    "DEFAULT_TYPES",
+    "PLAN_FIELDS",
+    "RESERVED_FIELDS",
+    "STRING_ARRAY_FIELDS",
+    "AuthorizationDetailsTypeConfig",
+    "FieldKind",
+    "TypeRegistry",
+    "describe_entry",
+    "is_unsafe_char",
+    "parse_authorization_details",
+]
+
+_LOADED_ON_USE = {
+    "DEFAULT_TYPES": "registry",
+    "AuthorizationDetailsTypeConfig": "registry",
+    "FieldKind": "registry",
+    "TypeRegistry": "registry",
+    "parse_authorization_details": "validation",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LOADED_ON_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

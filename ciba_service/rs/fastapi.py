@@ -34,7 +34,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from ciba_service.rs.verifier import MissingToken, RequestedAction, ResourceError, TokenVerifier, VerifiedToken
+from ciba_service.rs.errors import MissingToken, ResourceError
+from ciba_service.rs.matching import RequestedAction
+from ciba_service.rs.verifier import TokenVerifier, VerifiedToken
 
 __all__ = ["bearer_token", "install_error_handler", "request_url", "require_action"]
 

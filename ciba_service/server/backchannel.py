@@ -23,7 +23,7 @@ from ciba_service.core.errors import (
 from ciba_service.core.params import Params
 from ciba_service.core.protocol import CIBA_GRANT_TYPE
 from ciba_service.jose.client_assertion import ClientJwtError, ExpiredJwt, verify_client_jwt
-from ciba_service.rfc9396.rar import TypeRegistry, is_unsafe_char, parse_authorization_details
+from ciba_service.rfc9396 import TypeRegistry, is_unsafe_char, parse_authorization_details
 from ciba_service.server.client_auth import AuthenticatedClient
 
 __all__ = [

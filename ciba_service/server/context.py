@@ -18,7 +18,7 @@ from ciba_service.config import Settings
 from ciba_service.core.model import BackchannelRequest, User
 from ciba_service.core.params import Params
 from ciba_service.jose.client_assertion import SpiffeBundle
-from ciba_service.rfc9396.rar import TypeRegistry, describe_entry
+from ciba_service.rfc9396 import TypeRegistry, describe_entry
 from ciba_service.server.backchannel import RequestContext
 from ciba_service.server.client_auth import AssertionContext, AuthenticatedClient, authenticate_client
 from ciba_service.server.notify import ApprovalNotice, Notifier

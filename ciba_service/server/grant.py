@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ciba_service import rfc9449 as dpop
 from ciba_service.core.errors import (
     AccessDenied,
     AuthorizationPending,
@@ -27,7 +28,6 @@ from ciba_service.core.params import Params
 from ciba_service.core.protocol import CIBA_GRANT_TYPE
 from ciba_service.core.replay import ReplayCache
 from ciba_service.core.security import sha256_b64url
-from ciba_service.rfc9449 import dpop
 from ciba_service.server.backchannel import check_client_may_use_ciba
 from ciba_service.server.context import ServerContext
 from ciba_service.server.tokens import approval_claim, mint_access_token, mint_id_token

@@ -17,7 +17,7 @@ from ciba_service.config import Settings
 from ciba_service.core.errors import ApprovalNotFound
 from ciba_service.core.model import User
 from ciba_service.core.params import Params
-from ciba_service.rfc9396.rar import TypeRegistry
+from ciba_service.rfc9396 import TypeRegistry
 from ciba_service.server.approval import Approvals, Enrollments
 from ciba_service.server.context import ServerContext
 from ciba_service.server.issuer import BackchannelResult, Issuer, TokenResult

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ciba_service.core.model import ApprovalReceipt
 from ciba_service.core.security import b64url_encode, new_id
-from ciba_service.rfc9449.dpop import jwk_thumbprint, public_jwk
+from ciba_service.jose.jwk import jwk_thumbprint, public_jwk
 
 __all__ = ["ACR_PASSKEY", "AMR_PASSKEY", "SigningKey", "approval_claim", "mint_access_token", "mint_id_token"]
 

@@ -48,7 +48,6 @@ after a failover) are raised as :class:`StoreUnavailable`, the redis-py exceptio
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -69,6 +68,7 @@ from ciba_service.core.model import (
     RequestStatus,
     User,
 )
+from ciba_service.core.security import b64url_encode
 from ciba_service.store.base import Store
 from ciba_service.store.errors import StoreConflict, StoreMisconfigured, StoreUnavailable, unavailable_when
 
@@ -131,21 +131,16 @@ _Record = User | Passkey | Enrollment | BackchannelRequest | ApprovalReceipt | I
 _T = TypeVar("_T")
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
 def _fields(record: _Record) -> dict[str, str]:
     """Hash fields of ``record``: each dataclass field as JSON, bytes as base64url strings."""
-    return {name: _json(_b64(value) if isinstance(value, bytes) else value) for name, value in asdict(record).items()}
+    return {
+        name: _json(b64url_encode(value) if isinstance(value, bytes) else value)
+        for name, value in asdict(record).items()
+    }
 
 
 def _pairs(fields: Mapping[str, str]) -> list[str]:
@@ -322,7 +317,7 @@ class RedisStore(Store):
         return [u for u in users if u is not None]
 
     def add_passkey(self, passkey: Passkey) -> None:
-        cred = _b64(passkey.credential_id)
+        cred = b64url_encode(passkey.credential_id)
         self._run(
             self._add_passkey,
             [self._key("passkey", cred)],
@@ -338,10 +333,10 @@ class RedisStore(Store):
         return [p for p in found if p is not None and p.user_id == user_id]
 
     def find_passkey(self, credential_id: bytes) -> Passkey | None:
-        return _decode(Passkey, self._redis.hgetall(self._key("passkey", _b64(credential_id))))
+        return _decode(Passkey, self._redis.hgetall(self._key("passkey", b64url_encode(credential_id))))
 
     def update_sign_count(self, credential_id: bytes, *, old: int, new: int) -> bool:
-        key = self._key("passkey", _b64(credential_id))
+        key = self._key("passkey", b64url_encode(credential_id))
         return bool(self._run(self._update_sign_count, [key], _json(old), _json(new)))
 
     # enrollment ---------------------------------------------------------------------------
@@ -358,7 +353,9 @@ class RedisStore(Store):
         return _decode(Enrollment, self._redis.hgetall(self._key("enrollment", token_hash)))
 
     def set_enrollment_challenge(self, token_hash: str, challenge: bytes) -> None:
-        self._run(self._set_enrollment_challenge, [self._key("enrollment", token_hash)], _json(_b64(challenge)))
+        self._run(
+            self._set_enrollment_challenge, [self._key("enrollment", token_hash)], _json(b64url_encode(challenge))
+        )
 
     def consume_enrollment(self, token_hash: str, *, now: int) -> bool:
         return bool(self._run(self._consume_enrollment, [self._key("enrollment", token_hash)], now))
@@ -497,7 +494,7 @@ class RedisStore(Store):
         for passkey in passkeys:
             fields = _fields(passkey)
             args += [
-                _b64(passkey.credential_id),
+                b64url_encode(passkey.credential_id),
                 passkey.user_id,
                 passkey.created_at,
                 fields["public_key"],

@@ -13,7 +13,7 @@ from playwright.sync_api import Page, Route, expect
 
 from ciba_service.agent.client import AgentError
 from ciba_service.core.model import RequestStatus
-from ciba_service.rs.verifier import InsufficientAuthorization, JwksCache, RequestedAction, TokenVerifier
+from ciba_service.rs import InsufficientAuthorization, JwksCache, RequestedAction, TokenVerifier
 
 pytestmark = pytest.mark.browser
 

@@ -10,7 +10,7 @@ from typing import Any
 from ciba_service.core.binding import binding_document, canonical_preimage, challenge_for
 from ciba_service.core.errors import ApprovalAlreadyDecided, ApprovalExpired, ApprovalNotFound, AssertionRejected
 from ciba_service.core.model import BackchannelRequest, RequestStatus
-from ciba_service.rfc9396.rar import describe_entry
+from ciba_service.rfc9396 import describe_entry
 from ciba_service.server.approval.assertion import authentication_options, verify_approval
 from ciba_service.server.approval.receipt import reverify_receipt
 from ciba_service.server.context import ServerContext

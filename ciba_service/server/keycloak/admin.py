@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from ciba_service.core.model import Passkey, User
+from ciba_service.core.security import b64url_decode_lenient
 from ciba_service.server.context import ServerContext
 
 __all__ = ["PASSKEY_CREDENTIAL_TYPE", "KeycloakAdmin", "UserMirror", "passkey_from_keycloak"]
@@ -27,10 +28,9 @@ PASSKEY_CREDENTIAL_TYPE = "webauthn-passwordless"
 
 def _b64_any(value: str) -> bytes:
     """Keycloak stores ``credentialId`` in standard base64 and the COSE key in base64url."""
-    padded = value + "=" * (-len(value) % 4)
     if "-" in value or "_" in value:
-        return base64.urlsafe_b64decode(padded)
-    return base64.b64decode(padded)
+        return b64url_decode_lenient(value)
+    return base64.b64decode(value + "=" * (-len(value) % 4))
 
 
 def passkey_from_keycloak(credential: Mapping[str, Any], *, user_id: str) -> Passkey | None:

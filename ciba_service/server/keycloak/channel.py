@@ -16,9 +16,9 @@ import jwt
 from ciba_service.core.errors import ChannelError
 from ciba_service.core.model import BackchannelRequest
 from ciba_service.core.security import new_id, sha256_b64url
+from ciba_service.jose.jwks import JwksCache, JwksUnavailable
 from ciba_service.server.context import ServerContext
 from ciba_service.server.keycloak.admin import UserMirror
-from ciba_service.server.keycloak.jwks import RealmKeys
 from ciba_service.server.notify import ApprovalNotice
 
 __all__ = ["INTENT_PARAMETER", "AuthChannel", "Refusals"]
@@ -51,7 +51,7 @@ class Refusals:
 
 class AuthChannel:
     def __init__(
-        self, context: ServerContext, *, issuer: str, keys: RealmKeys, users: UserMirror, refusals: Refusals
+        self, context: ServerContext, *, issuer: str, keys: JwksCache, users: UserMirror, refusals: Refusals
     ) -> None:
         self._context = context
         self._issuer = issuer
@@ -65,16 +65,17 @@ class AuthChannel:
             raise ChannelError(401, "bearer token required")
         try:
             header = jwt.get_unverified_header(token)
-            key = self._keys.key(str(header.get("kid")))
-        except (jwt.PyJWTError, httpx.HTTPError) as exc:
+            key = self._keys.key_for(str(header.get("kid")))
+        except (jwt.PyJWTError, JwksUnavailable) as exc:
             raise ChannelError(401, f"channel token not verifiable: {type(exc).__name__}") from None
         if key is None:
             raise ChannelError(401, "channel token signed by an unknown key")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                key=key,
-                algorithms=["RS256", "PS256", "ES256"],
+                key=key.key,
+                # The key verifies the one algorithm the realm published it for.
+                algorithms=[key.alg],
                 audience=self._issuer,
                 issuer=self._issuer,
                 # Time is checked below against our clock (one clock for the whole service).

@@ -15,6 +15,7 @@ import httpx
 from ciba_service.core.errors import AssertionRejected, NotOffered
 from ciba_service.core.model import BackchannelRequest, User
 from ciba_service.core.params import Params
+from ciba_service.jose.jwks import JwksCache
 from ciba_service.server.context import ServerContext
 from ciba_service.server.discovery import common_metadata
 from ciba_service.server.issuer import BackchannelResult, TokenResult
@@ -22,7 +23,6 @@ from ciba_service.server.keycloak.admin import KeycloakAdmin, UserMirror
 from ciba_service.server.keycloak.callback import Callbacks
 from ciba_service.server.keycloak.channel import AuthChannel, Refusals
 from ciba_service.server.keycloak.forward import Forwarder
-from ciba_service.server.keycloak.jwks import RealmKeys
 from ciba_service.server.notify import ApprovalNotice
 
 __all__ = ["KeycloakIssuer"]
@@ -59,7 +59,7 @@ class KeycloakIssuer:
         self.channel_endpoint = AuthChannel(
             context,
             issuer=kc.issuer,
-            keys=RealmKeys(f"{self.oidc}/certs", self.http),
+            keys=JwksCache(f"{self.oidc}/certs", client=self.http, timeout=kc.timeout),
             users=self.users,
             refusals=refusals,
         )

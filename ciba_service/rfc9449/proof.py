@@ -1,17 +1,11 @@
-"""RFC 9449 DPoP: proofs of possession for sender-constrained access tokens.
+"""RFC 9449 DPoP proofs: creating one (the agent side) and checking one (RFC 9449 section 4.3).
 
-Framework-free; used by the resource-server verifier (``resource.py``) and by a token endpoint
-that binds tokens to the agent's key (``cnf.jkt``):
-
-- :func:`create_proof`: the agent side, one proof per HTTP request (ES256, ``typ: dpop+jwt``,
-  the public key in the ``jwk`` header, ``jti``, ``htm``, ``htu``, ``iat``, and ``ath`` when
-  an access token goes with the request).
-- :func:`verify_proof`: RFC 9449 section 4.3, one named check per step, each raising
+- :func:`create_proof`: one proof per HTTP request (ES256, ``typ: dpop+jwt``, the public key
+  in the ``jwk`` header, ``jti``, ``htm``, ``htu``, ``iat``, and ``ath`` when an access token
+  goes with the request).
+- :func:`verify_proof`: section 4.3, one named check per step, each raising
   :class:`DPoPProofError` (``error = "invalid_dpop_proof"``) or :class:`UseDPoPNonce`
   (``"use_dpop_nonce"``); returns the RFC 7638 thumbprint (``jkt``) of the proof's key.
-- :func:`jwk_thumbprint`: RFC 7638 (SHA-256, base64url), the value carried in ``cnf.jkt``.
-- :class:`DPoPNonces`: stateless server-provided nonces (RFC 9449 sections 8 and 9), an HMAC
-  over a time bucket, so several instances of a server agree on them without shared state.
 
 Callers map :class:`DPoPProofError` to their protocol error at the edge: the token endpoint
 answers 400 ``invalid_dpop_proof`` (RFC 9449 section 5), the resource server 401 with
@@ -21,8 +15,6 @@ answers 400 ``invalid_dpop_proof`` (RFC 9449 section 5), the resource server 401
 from __future__ import annotations
 
 import binascii
-import hashlib
-import hmac
 import json
 import math
 import re
@@ -34,21 +26,23 @@ from typing import Any, ClassVar
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from ciba_service.core.replay import ReplayCache
-from ciba_service.core.security import b64url_decode, b64url_encode, constant_time_eq, new_id, sha256_b64url
+from ciba_service.core.security import b64url_decode_lenient, b64url_encode, constant_time_eq, new_id, sha256_b64url
+from ciba_service.core.uri import normalize_uri
+from ciba_service.jose.jwk import jwk_thumbprint, public_jwk
+from ciba_service.jose.signatures import raw_to_der
 
 __all__ = [
     "DPOP_ALGORITHMS",
-    "MIN_NONCE_KEY_BYTES",
-    "DPoPNonces",
+    "DPOP_TYP",
+    "MAX_JTI_LENGTH",
+    "MAX_PROOF_BYTES",
     "DPoPProofError",
     "UseDPoPNonce",
     "access_token_hash",
     "create_proof",
-    "jwk_thumbprint",
-    "public_jwk",
     "verify_proof",
 ]
 
@@ -62,12 +56,6 @@ _ECDSA = ec.ECDSA(hashes.SHA256())
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 # RFC 7517/7518: members that only a private (or symmetric) key has.
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-# RFC 7638 3.2: the required members, by key type, that the thumbprint covers.
-_THUMBPRINT_MEMBERS: dict[str, tuple[str, ...]] = {
-    "EC": ("crv", "kty", "x", "y"),
-    "RSA": ("e", "kty", "n"),
-    "OKP": ("crv", "kty", "x"),
-}
 
 
 class DPoPProofError(Exception):
@@ -86,96 +74,6 @@ class UseDPoPNonce(DPoPProofError):
     error = "use_dpop_nonce"
 
 
-# server-provided nonces ----------------------------------------------------------------------
-MIN_NONCE_KEY_BYTES = 32
-_NONCE_CONTEXT = b"ciba-service DPoP-Nonce v1|"
-
-
-class DPoPNonces:
-    """Server-provided DPoP nonces (RFC 9449 section 9), stateless: the nonce of a time bucket
-    is base64url(HMAC-SHA256(key, bucket number)), so every instance holding ``key`` hands out
-    and accepts the same nonces without a shared store.
-
-    Why: without a nonce a proof's freshness rests on its ``iat``, which the signer chooses.
-    An attacker who gets at the agent's key for a moment (or at software that signs with it)
-    can mint proofs dated in the future and use them later, after losing access (RFC 9449
-    section 11.2, pre-generated proofs). A nonce is a value from the server the proof must
-    sign, so a proof is valid only in a window the server chose: between one and two
-    ``bucket_seconds`` (the current bucket's nonce and the previous one's are accepted).
-
-    ``key``: at least 32 random bytes from the operator, the same on every instance; rotating
-    it invalidates outstanding nonces (agents then retry once). ``clock``: injectable.
-    """
-
-    def __init__(self, key: bytes, *, bucket_seconds: int = 300, clock: Callable[[], float] = time.time) -> None:
-        if not isinstance(key, bytes) or len(key) < MIN_NONCE_KEY_BYTES:
-            raise ValueError(f"the DPoP nonce key must be at least {MIN_NONCE_KEY_BYTES} bytes")
-        if not isinstance(bucket_seconds, int) or isinstance(bucket_seconds, bool) or bucket_seconds < 1:
-            raise ValueError("bucket_seconds must be a positive integer")
-        self._key = key
-        self.bucket_seconds = bucket_seconds
-        self.clock = clock
-        # The last few (bucket, nonce) pairs: one HMAC per bucket, not per request. Replaced
-        # as a whole (one assignment), so concurrent readers see a consistent tuple.
-        self._cache: tuple[tuple[int, str], ...] = ()
-
-    def _bucket(self, now: float | None) -> int:
-        return math.floor((self.clock() if now is None else now) / self.bucket_seconds)
-
-    def _nonce(self, bucket: int) -> str:
-        cache = self._cache
-        for cached_bucket, nonce in cache:
-            if cached_bucket == bucket:
-                return nonce
-        mac = hmac.new(self._key, _NONCE_CONTEXT + bucket.to_bytes(8, "big", signed=True), hashlib.sha256)
-        nonce = b64url_encode(mac.digest())
-        self._cache = ((bucket, nonce), *cache[:3])
-        return nonce
-
-    def current(self, now: float | None = None) -> str:
-        """The nonce to hand out now (the ``DPoP-Nonce`` header)."""
-        return self._nonce(self._bucket(now))
-
-    def is_valid(self, nonce: str, now: float | None = None) -> bool:
-        """True for the current bucket's nonce or the previous bucket's, compared in constant
-        time; anything else (older, forged, another key's) is refused."""
-        bucket = self._bucket(now)
-        current = constant_time_eq(nonce, self._nonce(bucket))
-        previous = constant_time_eq(nonce, self._nonce(bucket - 1))  # both compared, always
-        return current | previous
-
-
-# keys and thumbprints ----------------------------------------------------------------------
-def public_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
-    """The public JWK (RFC 7518 6.2) of a P-256 key."""
-    if key.curve.name != "secp256r1":
-        raise ValueError("DPoP keys are P-256 (ES256)")
-    numbers = key.public_numbers()
-    return {
-        "kty": "EC",
-        "crv": "P-256",
-        "x": b64url_encode(numbers.x.to_bytes(32, "big")),
-        "y": b64url_encode(numbers.y.to_bytes(32, "big")),
-    }
-
-
-def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
-    """RFC 7638 JWK thumbprint with SHA-256, base64url: the ``jkt`` of RFC 9449 section 6.
-
-    Only the required members of the key type are hashed, in lexicographic order, as JSON
-    without whitespace; ``kid``, ``alg`` and the like do not change the thumbprint.
-    """
-    members = _THUMBPRINT_MEMBERS.get(str(jwk.get("kty")))
-    if members is None:
-        raise ValueError(f"unsupported key type {jwk.get('kty')!r}")
-    if not all(isinstance(jwk.get(name), str) for name in members):
-        raise ValueError("JWK lacks a required member")
-    canonical = json.dumps(
-        {name: jwk[name] for name in members}, separators=(",", ":"), sort_keys=True, ensure_ascii=False
-    )
-    return b64url_encode(hashlib.sha256(canonical.encode("utf-8")).digest())
-
-
 def access_token_hash(access_token: str) -> str:
     """The ``ath`` claim: base64url(SHA-256(ASCII of the access token)) (RFC 9449 4.2)."""
     return sha256_b64url(access_token)
@@ -184,7 +82,7 @@ def access_token_hash(access_token: str) -> str:
 @lru_cache(maxsize=512)
 def _p256_key(x: str, y: str) -> ec.EllipticCurvePublicKey:
     """Parse once per key: an agent sends the same ``jwk`` with every proof."""
-    raw_x, raw_y = b64url_decode(x), b64url_decode(y)
+    raw_x, raw_y = b64url_decode_lenient(x), b64url_decode_lenient(y)
     if len(raw_x) != 32 or len(raw_y) != 32:
         raise ValueError("P-256 coordinates are 32 bytes")
     # from_encoded_point refuses a point that is not on the curve (invalid-curve attacks).
@@ -231,7 +129,7 @@ def _decode_json(segment: str, what: str) -> dict[str, Any]:
     if not _B64URL.fullmatch(segment):
         raise DPoPProofError(f"DPoP proof {what} is not base64url")
     try:
-        value = json.loads(b64url_decode(segment))
+        value = json.loads(b64url_decode_lenient(segment))
     except (ValueError, binascii.Error, RecursionError):
         raise DPoPProofError(f"DPoP proof {what} is not JSON") from None
     if not isinstance(value, dict):
@@ -250,7 +148,7 @@ def _parse(proof: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
     claims = _decode_json(parts[1], "payload")
     if not _B64URL.fullmatch(parts[2]):
         raise DPoPProofError("DPoP proof signature is not base64url")
-    signature = b64url_decode(parts[2])
+    signature = b64url_decode_lenient(parts[2])
     return header, claims, f"{parts[0]}.{parts[1]}".encode("ascii"), signature
 
 
@@ -288,7 +186,7 @@ def _check_signature(key: ec.EllipticCurvePublicKey, signing_input: bytes, signa
     # Step 6: the proof is signed by the key it carries.
     if len(signature) != 64:
         raise DPoPProofError("DPoP proof signature is malformed")
-    der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+    der = raw_to_der(signature)
     try:
         key.verify(der, signing_input, _ECDSA)
     except InvalidSignature:
@@ -318,9 +216,6 @@ def _check_htm(claims: Mapping[str, Any], method: str) -> None:
 
 def _check_htu(claims: Mapping[str, Any], url: str) -> None:
     # Step 9: compared without query and fragment, after RFC 3986 6.2.2/6.2.3 normalisation.
-    # Imported here: resource.py (which owns the one normalisation) imports this module.
-    from ciba_service.rs.verifier import normalize_uri
-
     try:
         same = normalize_uri(_strip_query(claims["htu"])) == normalize_uri(_strip_query(url))
     except ValueError:

@@ -1,5 +1,7 @@
-"""RFC 9396 Rich Authorization Requests: the type registry and ``authorization_details``
-validation.
+"""RFC 9396 ``authorization_details`` validation: :func:`parse_authorization_details`, in named
+steps (size, JSON, a non-empty array, entry count; then per entry: a known type allowed for
+the client, the common fields, actions, required members, plan fields, type-specific fields,
+nesting depth, text, canonical JSON, and the type's JSON Schema).
 
 Each check raises :class:`InvalidAuthorizationDetails` naming the failing entry and field,
 as RFC 9396 section 5 asks: "the AS MUST refuse to process any unknown authorization details
@@ -9,86 +11,23 @@ type or authorization details not conforming to the respective type definition".
 from __future__ import annotations
 
 import json
-import re
-import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import rfc8785
-from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from ciba_service.config import AuthorizationDetailsTypeConfig, FieldKind
 from ciba_service.core.errors import InvalidAuthorizationDetails
+from ciba_service.rfc9396.registry import FieldKind, TypeRegistry
+from ciba_service.rfc9396.vocabulary import COMMON_FIELDS, PLAN_FIELDS, STRING_ARRAY_FIELDS
+from ciba_service.rfc9396.words import is_unsafe_char
 
-__all__ = [
-    "COMMON_FIELDS",
-    "DEFAULT_TYPES",
-    "TypeRegistry",
-    "describe_entry",
-    "parse_authorization_details",
-]
+__all__ = ["parse_authorization_details"]
 
-# RFC 9396 section 2.2: the common data fields and their JSON types.
-COMMON_FIELDS: dict[str, str] = {
-    "type": "string",
-    "locations": "array of strings",
-    "actions": "array of strings",
-    "datatypes": "array of strings",
-    "identifier": "string",
-    "privileges": "array of strings",
-}
-_STRING_ARRAYS = ("locations", "actions", "datatypes", "privileges")
-# Approved plans (see RESOURCE_SERVER.md): how often an entry may be used, and its execution
-# window, enforced by the resource-server verifier. Allowed on every type.
-PLAN_FIELDS = ("max_uses", "not_before", "not_after")
 _MAX_USES_LIMIT = 100
 _MAX_DEPTH = 5
 _MAX_STRING = 512
-
-DEFAULT_TYPES: dict[str, AuthorizationDetailsTypeConfig] = {
-    "iam_policy": AuthorizationDetailsTypeConfig(
-        description="Change an IAM policy",
-        template="{actions} IAM policy {identifier}",
-        actions=["read", "update", "delete"],
-        require_identifier=True,
-    ),
-    "key_rotation": AuthorizationDetailsTypeConfig(
-        description="Rotate the signing key of a service account",
-        template="{actions} the key of {identifier}",
-        actions=["rotate"],
-        require_identifier=True,
-    ),
-    "payment_initiation": AuthorizationDetailsTypeConfig(
-        description="Initiate a payment",
-        template="{actions} payment of {instructedAmount} to {creditorName}",
-        actions=["initiate"],
-        fields={"instructedAmount": "object", "creditorName": "string", "creditorAccount": "object"},
-        schema={
-            "type": "object",
-            "required": ["instructedAmount", "creditorName"],
-            "properties": {
-                "instructedAmount": {
-                    "type": "object",
-                    "required": ["currency", "amount"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
-                        "amount": {"type": "string", "pattern": "^[0-9]{1,12}(\\.[0-9]{1,2})?$"},
-                    },
-                },
-                "creditorName": {"type": "string", "minLength": 1, "maxLength": 140},
-                "creditorAccount": {
-                    "type": "object",
-                    "required": ["iban"],
-                    "properties": {"iban": {"type": "string", "pattern": "^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$"}},
-                },
-            },
-        },
-    ),
-}
 
 _KIND_CHECK: dict[FieldKind, tuple[type, ...]] = {
     "string": (str,),
@@ -98,28 +37,6 @@ _KIND_CHECK: dict[FieldKind, tuple[type, ...]] = {
     "object": (dict,),
     "array": (list,),
 }
-
-
-@dataclass(frozen=True, kw_only=True)
-class TypeRegistry:
-    """The authorization details types this service knows, by name, with each type's JSON
-    Schema compiled once (never on the request path)."""
-
-    types: Mapping[str, AuthorizationDetailsTypeConfig]
-    validators: Mapping[str, Draft202012Validator]
-
-    @classmethod
-    def from_config(
-        cls, configured: Mapping[str, AuthorizationDetailsTypeConfig], *, include_defaults: bool = True
-    ) -> TypeRegistry:
-        types = {**(DEFAULT_TYPES if include_defaults else {}), **configured}
-        validators = {
-            name: Draft202012Validator(spec.schema_) for name, spec in types.items() if spec.schema_ is not None
-        }
-        return cls(types=types, validators=validators)
-
-    def get(self, type_name: str) -> AuthorizationDetailsTypeConfig | None:
-        return self.types.get(type_name)
 
 
 def _path(parts: Sequence[Any]) -> str:
@@ -181,7 +98,7 @@ def _check_entry(
         raise _fail(index, f"unknown type '{type_name}'")
     if allowed_types is not None and type_name not in allowed_types:
         raise _fail(index, f"type '{type_name}' is not allowed for this client")
-    for field in _STRING_ARRAYS:
+    for field in STRING_ARRAY_FIELDS:
         if field in entry:
             _check_string_array(index, field, entry[field])
     if "identifier" in entry and (not isinstance(entry["identifier"], str) or not entry["identifier"]):
@@ -271,14 +188,6 @@ def parse_authorization_details(
     ]
 
 
-def is_unsafe_char(char: str) -> bool:
-    """Control, format (bidi overrides, zero-width), line/paragraph separators and any space
-    other than U+0020 (NBSP, ideographic space): text with them can look different from what it
-    says, so shown-and-signed text refuses them."""
-    category = unicodedata.category(char)
-    return category[0] == "C" or category in ("Zl", "Zp") or (category == "Zs" and char != " ")
-
-
 def _check_text(index: int, field: str, value: Any) -> None:
     if isinstance(value, str):
         for char in value:
@@ -298,59 +207,3 @@ def _check_text(index: int, field: str, value: Any) -> None:
 def _refuse_constant(name: str) -> Any:
     # NaN and Infinity are not JSON (RFC 8259) and have no JCS form, so they cannot be signed.
     raise ValueError(f"{name} is not allowed")
-
-
-def describe_entry(entry: Mapping[str, Any], *, registry: TypeRegistry) -> str:
-    """The readable sentence the approval page shows for one entry."""
-    spec = registry.get(str(entry.get("type")))
-    values: dict[str, str] = {
-        "actions": ", ".join(entry.get("actions", [])),
-        "identifier": str(entry.get("identifier", "")),
-        "locations": ", ".join(entry.get("locations", [])),
-    }
-    for key, value in entry.items():
-        if key not in values and key not in PLAN_FIELDS:
-            values[key] = _readable(value)
-    template = spec.template if spec else "{actions} {identifier}"
-    try:
-        text = template.format_map(_Defaulting(values))
-    except (ValueError, IndexError):
-        text = json.dumps(entry, sort_keys=True)
-    # Everything the user approves is said in words: fields the template does not mention
-    # (locations, privileges, an IBAN, ...) are listed after it, never silently dropped.
-    mentioned = set(re.findall(r"{(\w+)", template)) | {"type"} | set(PLAN_FIELDS)
-    extra = [f"{k}={_readable(v)}" for k, v in entry.items() if k not in mentioned]
-    if extra:
-        text += f" (also: {'; '.join(extra)})"
-    # The plan terms are part of what the user approves, so they are said in words too.
-    terms = []
-    if isinstance(entry.get("max_uses"), int):
-        terms.append(f"up to {entry['max_uses']} times")
-    if isinstance(entry.get("not_before"), int):
-        terms.append(f"not before {_utc(entry['not_before'])}")
-    if isinstance(entry.get("not_after"), int):
-        terms.append(f"not after {_utc(entry['not_after'])}")
-    if terms:
-        text += f" ({'; '.join(terms)})"
-    return " ".join(text.split())
-
-
-def _utc(epoch: int) -> str:
-    import datetime
-
-    return datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _readable(value: Any) -> str:
-    if isinstance(value, dict):
-        if set(value) >= {"amount", "currency"}:
-            return f"{value['amount']} {value['currency']}"
-        return ", ".join(f"{k}={_readable(v)}" for k, v in value.items())
-    if isinstance(value, list):
-        return ", ".join(_readable(v) for v in value)
-    return str(value)
-
-
-class _Defaulting(dict[str, str]):
-    def __missing__(self, key: str) -> str:
-        return "?"
