@@ -149,11 +149,15 @@ def _pairs(fields: Mapping[str, str]) -> list[str]:
 
 # How each record's fields come back: bytes from base64url, enums from their values.
 _DECODE: dict[type[Any], dict[str, Callable[[Any], Any]]] = {
-    User: {"user_handle": _unb64},
-    Passkey: {"credential_id": _unb64, "public_key": _unb64},
-    Enrollment: {"challenge": _unb64},
+    User: {"user_handle": b64url_decode_lenient},
+    Passkey: {"credential_id": b64url_decode_lenient, "public_key": b64url_decode_lenient},
+    Enrollment: {"challenge": b64url_decode_lenient},
     BackchannelRequest: {"status": RequestStatus, "callback_state": CallbackState},
-    ApprovalReceipt: {"credential_id": _unb64, "credential_public_key": _unb64, "preimage": _unb64},
+    ApprovalReceipt: {
+        "credential_id": b64url_decode_lenient,
+        "credential_public_key": b64url_decode_lenient,
+        "preimage": b64url_decode_lenient,
+    },
     Intent: {},
 }
 
