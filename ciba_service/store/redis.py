@@ -68,7 +68,7 @@ from ciba_service.core.model import (
     RequestStatus,
     User,
 )
-from ciba_service.core.security import b64url_encode
+from ciba_service.core.security import b64url_decode_lenient, b64url_encode
 from ciba_service.store.base import Store
 from ciba_service.store.errors import StoreConflict, StoreMisconfigured, StoreUnavailable, unavailable_when
 
