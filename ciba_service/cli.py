@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.text import Text
 
 from ciba_service.config import Settings, load_settings
-from ciba_service.core.security import hash_secret, new_id
+from ciba_service.core.security import digest_secret, hash_secret, new_id
 from ciba_service.server.provider import Provider
 
 __all__ = ["app", "main"]
@@ -148,10 +148,17 @@ def users_list(config: ConfigOption = None) -> None:
 def clients_hash_secret(
     secret: Annotated[str | None, typer.Argument(help="Secret to hash; a new one is generated if omitted.")] = None,
 ) -> None:
-    """Print a client secret (when generated) and its hash for `client_secret_hash`."""
+    """Print a client secret (when generated) and its hash for `client_secret_hash`.
+
+    A generated secret (256 bits) is stored as one SHA-256: nothing can guess it, so a slow
+    KDF would only cost CPU on every request. A secret you type may be guessable, so it gets
+    scrypt (checked once per process and cached; see the README's security notes)."""
     if secret is None:
         secret = new_id(32)
         typer.echo(f"client_secret = {secret}")
+        typer.echo(f"client_secret_hash = {digest_secret(secret)}")
+        return
+    typer.echo("note: a secret you chose is hashed with scrypt; omit it to get a generated one", err=True)
     typer.echo(f"client_secret_hash = {hash_secret(secret)}")
 
 

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.config import ClientConfig, Settings, load_settings
 from ciba_service.core.model import BackchannelRequest
-from ciba_service.core.security import hash_secret, sha256_b64url
+from ciba_service.core.security import digest_secret, sha256_b64url
 from ciba_service.server.notify import ApprovalNotice, Notifier
 from ciba_service.server.provider import Provider
 from ciba_service.server.wiring import build_provider
@@ -64,15 +64,15 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         ClientConfig(
             client_id=AGENT_ID,
             name="Agent One",
-            client_secret_hash=hash_secret(AGENT_SECRET),
+            client_secret_hash=digest_secret(AGENT_SECRET),
             scopes=["openid", "profile"],
         ),
         ClientConfig(
             client_id=OTHER_ID,
-            client_secret_hash=hash_secret(OTHER_SECRET),
+            client_secret_hash=digest_secret(OTHER_SECRET),
             authorization_details_types=["key_rotation"],
         ),
-        ClientConfig(client_id=NOCIBA_ID, client_secret_hash=hash_secret(NOCIBA_SECRET), grant_types=[]),
+        ClientConfig(client_id=NOCIBA_ID, client_secret_hash=digest_secret(NOCIBA_SECRET), grant_types=[]),
     ]
     values: dict[str, Any] = {"issuer": BASE, "data_dir": data_dir, "clients": clients, "poll_interval": 2}
     values.update(overrides)

@@ -14,7 +14,9 @@ __all__ = [
     "b64url_decode_lenient",
     "b64url_encode",
     "constant_time_eq",
+    "digest_secret",
     "hash_secret",
+    "is_slow_hash",
     "new_id",
     "sha256_b64url",
     "verify_secret",
@@ -99,8 +101,30 @@ def hash_secret(secret: str, *, salt: bytes | None = None) -> str:
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${b64url_encode(salt)}${b64url_encode(digest)}"
 
 
+# Secrets this service generates carry 256 bits of entropy: no dictionary or brute force can
+# reach them, so a slow KDF adds nothing but ~70 ms of CPU to every authenticated request (and
+# lets anyone who knows a client id burn it). One SHA-256 is as safe for them, and ~10,000x
+# cheaper; Keycloak and node-oidc-provider do not stretch client secrets either. scrypt stays
+# for secrets a person chose (user_code, a client secret an operator typed).
+_DIGEST_SCHEME = "sha256"
+
+
+def digest_secret(secret: str) -> str:
+    """Store a generated, high-entropy secret: ``sha256$<base64url SHA-256>``."""
+    return f"{_DIGEST_SCHEME}${sha256_b64url(secret)}"
+
+
+def is_slow_hash(stored: str) -> bool:
+    """Whether checking against ``stored`` runs the KDF (an operator-chosen secret's hash)."""
+    return stored.startswith("scrypt$")
+
+
 def verify_secret(secret: str, stored: str) -> bool:
-    """Check ``secret`` against a :func:`hash_secret` string in constant time."""
+    """Check ``secret`` against a :func:`digest_secret` or :func:`hash_secret` string in
+    constant time."""
+    scheme, _, expected_digest = stored.partition("$")
+    if scheme == _DIGEST_SCHEME:
+        return constant_time_eq(sha256_b64url(secret), expected_digest)
     try:
         scheme, n, r, p, salt, expected = stored.split("$")
         if scheme != "scrypt":

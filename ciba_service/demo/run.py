@@ -24,7 +24,7 @@ from ciba_service.agent import device
 from ciba_service.agent.client import CibaAgent
 from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.config import ClientConfig, load_settings
-from ciba_service.core.security import hash_secret, new_id
+from ciba_service.core.security import digest_secret, new_id
 from ciba_service.demo.example_api import IAM_LOCATION, create_example_api
 from ciba_service.rs import JwksCache, TokenVerifier
 from ciba_service.server.notify import ApprovalNotice, Notifier
@@ -88,7 +88,7 @@ def run_demo(*, as_json: bool = False, data_dir: Path | None = None) -> dict[str
             ClientConfig(
                 client_id="demo-agent",
                 name="Demo ops agent",
-                client_secret_hash=hash_secret(agent_secret),
+                client_secret_hash=digest_secret(agent_secret),
                 authorization_details_types=["iam_policy", "key_rotation"],
             )
         ],

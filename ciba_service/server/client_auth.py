@@ -20,8 +20,8 @@ import jwt
 from ciba_service.config import ClientConfig, Settings
 from ciba_service.core.errors import InvalidClient, InvalidRequest
 from ciba_service.core.params import Params
-from ciba_service.core.security import hash_secret, verify_secret
 from ciba_service.jose.client_assertion import ClientJwtError, SpiffeBundle, verify_client_jwt
+from ciba_service.server.client_secrets import ClientSecretVerifier
 
 __all__ = [
     "JWT_BEARER",
@@ -48,7 +48,6 @@ class AssertionContext:
 
 # Verifying against this when the client is unknown keeps the response time the same for
 # known and unknown client ids, so timing does not reveal which client ids exist.
-_DUMMY_HASH = hash_secret("dummy-secret-for-timing", salt=b"\x00" * 16)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,6 +142,7 @@ def authenticate_client(
     params: Params,
     authorization: str | None,
     context: AssertionContext | None = None,
+    secrets: ClientSecretVerifier,
 ) -> AuthenticatedClient:
     form_id = params.optional("client_id")
     form_secret = params.optional("client_secret")
@@ -172,7 +172,7 @@ def authenticate_client(
         "client_secret_post",
     )
     stored = client.client_secret_hash if client is not None and uses_secret else ""
-    valid = verify_secret(secret, stored or _DUMMY_HASH)
+    valid = secrets.verify(client_id, secret, stored)
     if client is None or not uses_secret or not stored or not valid:
         raise InvalidClient("client authentication failed")
     return AuthenticatedClient(client=client, method=method)

@@ -21,6 +21,7 @@ from ciba_service.jose.client_assertion import SpiffeBundle
 from ciba_service.rfc9396 import TypeRegistry, describe_entry
 from ciba_service.server.backchannel import RequestContext
 from ciba_service.server.client_auth import AssertionContext, AuthenticatedClient, authenticate_client
+from ciba_service.server.client_secrets import ClientSecretVerifier
 from ciba_service.server.notify import ApprovalNotice, Notifier
 from ciba_service.server.tokens import SigningKey
 from ciba_service.store.base import Store
@@ -35,6 +36,8 @@ class ServerContext:
     signing_key: SigningKey
     notifier: Notifier
     clock: Callable[[], float] = time.time
+    # Client secret checks: fast digests, and a cache and failure limit for legacy scrypt hashes.
+    client_secrets: ClientSecretVerifier = field(default_factory=ClientSecretVerifier)
     registry: TypeRegistry = field(init=False)
     spiffe: SpiffeBundle | None = field(init=False)
 
@@ -72,7 +75,13 @@ class ServerContext:
         context = AssertionContext(
             now=self.now(), audiences=self.audiences(), use_once=self.use_once, spiffe=self.spiffe
         )
-        return authenticate_client(settings=self.settings, params=params, authorization=authorization, context=context)
+        return authenticate_client(
+            settings=self.settings,
+            params=params,
+            authorization=authorization,
+            context=context,
+            secrets=self.client_secrets,
+        )
 
     def request_context(self) -> RequestContext:
         return RequestContext(
