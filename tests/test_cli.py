@@ -61,8 +61,8 @@ def test_bad_config_is_reported(tmp_path: Path) -> None:
     assert "access_token_lifetime" in result.stderr
 
 
-@pytest.fixture
-def served(tmp_path: Path):  # type: ignore[no-untyped-def]
+@pytest.fixture(params=[1, 2], ids=["one-worker", "two-workers"])
+def served(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     port = free_port()
     config = tmp_path / "ciba.toml"
     config.write_text(
@@ -76,7 +76,9 @@ def served(tmp_path: Path):  # type: ignore[no-untyped-def]
     )
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
-        [*CLI, "serve", "--config", str(config), "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
+        [*CLI, "serve", "--config", str(config), "--port", str(port), "--workers", str(request.param)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://localhost:{port}"
     deadline = time.monotonic() + 20

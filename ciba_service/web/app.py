@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from ciba_service.config import Settings
+from ciba_service.config import Settings, load_settings
 from ciba_service.core.errors import ApprovalError, OAuthError
 from ciba_service.server.provider import Provider
 from ciba_service.server.wiring import build_provider
@@ -23,7 +23,7 @@ from ciba_service.web.http import NO_STORE
 from ciba_service.web.keycloak import keycloak_routes
 from ciba_service.web.oauth import oauth_routes
 
-__all__ = ["RedactLinkSecrets", "build_app", "create_app"]
+__all__ = ["RedactLinkSecrets", "app_from_environment", "build_app", "create_app"]
 
 log = logging.getLogger("ciba_service")
 
@@ -132,3 +132,9 @@ def create_app(provider: Provider) -> FastAPI:
 def build_app(settings: Settings) -> FastAPI:
     """The ASGI app for ``settings`` (what ``ciba-service serve`` runs)."""
     return create_app(build_provider(settings))
+
+
+def app_from_environment() -> FastAPI:
+    """The app for ``$CIBA_CONFIG`` and ``CIBA_*`` variables: what each worker process of
+    ``ciba-service serve --workers N`` builds (uvicorn imports it by name)."""
+    return build_app(load_settings())
