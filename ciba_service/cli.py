@@ -199,7 +199,7 @@ def agent_request(
     ] = None,
 ) -> None:
     """Send a backchannel request, wait for the user's decision, print the token."""
-    from ciba_service.agent.client import AgentError, CibaAgent
+    from ciba_service.agent import AgentError, CibaAgent
     from ciba_service.server.tokens import SigningKey
 
     raw = (

@@ -20,8 +20,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ciba_service.agent import device
-from ciba_service.agent.client import CibaAgent, NotificationInbox
+from ciba_service.agent import CibaAgent, NotificationInbox, device
 from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.config import ClientConfig, load_settings
 from ciba_service.core.security import hash_secret

@@ -29,8 +29,7 @@ from kc_harness import (
     running_keycloak,
 )
 
-from ciba_service.agent import device
-from ciba_service.agent.client import CibaAgent
+from ciba_service.agent import CibaAgent, device
 from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.demo.example_api import IAM_LOCATION
 from ciba_service.rs import InsufficientAuthorization, InvalidToken, JwksCache, RequestedAction, TokenVerifier

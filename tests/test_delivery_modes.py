@@ -18,8 +18,7 @@ import jwt
 import pytest
 import respx
 
-from ciba_service.agent import device
-from ciba_service.agent.client import AgentError, CibaAgent, NotificationInbox
+from ciba_service.agent import AgentError, CibaAgent, NotificationInbox, device
 from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.config import ClientConfig, load_settings
 from ciba_service.core.security import hash_secret

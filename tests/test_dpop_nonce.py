@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 
-from ciba_service.agent.client import CibaAgent
+from ciba_service.agent import CibaAgent
 from ciba_service.core.replay import InMemoryReplayCache
 from ciba_service.core.security import b64url_encode
 from ciba_service.demo.example_api import create_example_api

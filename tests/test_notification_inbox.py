@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from ciba_service.agent.client import AgentError, CibaAgent, NotificationInbox
+from ciba_service.agent import AgentError, CibaAgent, NotificationInbox
 from tests.conftest import ACTION
 
 ISSUER = "https://op.example.test"

@@ -20,8 +20,7 @@ import jwt
 from rich.console import Console
 from rich.panel import Panel
 
-from ciba_service.agent import device
-from ciba_service.agent.client import CibaAgent
+from ciba_service.agent import CibaAgent, device
 from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.config import ClientConfig, load_settings
 from ciba_service.core.security import digest_secret, new_id

@@ -9,7 +9,7 @@ from typing import Any
 
 from playwright.sync_api import expect
 
-from ciba_service.agent.client import CibaAgent
+from ciba_service.agent import CibaAgent
 from ciba_service.config import ClientConfig, Settings, load_settings
 from ciba_service.core.model import BackchannelRequest, Passkey
 from ciba_service.core.security import hash_secret, sha256_b64url

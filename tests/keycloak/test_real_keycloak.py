@@ -22,7 +22,7 @@ import pytest
 from keycloak import KeycloakAdmin
 from playwright.sync_api import expect, sync_playwright
 
-from ciba_service.agent.client import AgentError, CibaAgent
+from ciba_service.agent import AgentError, CibaAgent
 from ciba_service.rs import InsufficientAuthorization, JwksCache, RequestedAction, TokenVerifier
 from tests.browser.browser_harness import CHROMIUM, CHROMIUM_ARGS
 
