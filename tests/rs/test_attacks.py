@@ -4,8 +4,9 @@ code, description, challenge scheme). One case per attack; setup that must happe
 
 from __future__ import annotations
 
-import contextlib
 import json
+import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -734,7 +735,7 @@ def test_there_are_at_least_thirty_attacks() -> None:
     assert len({c[0] for c in CASES}) == len(CASES)
 
 
-# fuzzing: whatever arrives, the answer is a protocol error, never a crash -------------------
+# fuzzing: whatever arrives is refused with the error the order of checks names, never a crash --
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
@@ -757,30 +758,221 @@ ENTRY_NAMES = st.sampled_from(
 )
 FUZZ = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 FUZZ_KEY = SigningKey(private_key=ec.generate_private_key(ec.SECP256R1()), kid="fuzz")
+FUZZ_NOW = 1_800_000_000  # the fuzzed verifiers' clock
+# Values that get past the first checks more often: names used in headers, instants around the
+# clock, a cnf.jkt.
+HEADER_VALUES = JSON_VALUES | st.sampled_from(
+    ["ES256", "RS256", "HS256", "none", "at+jwt", "AT+JWT", "application/at+jwt", "JWT", "dpop+jwt", "fuzz"]
+)
+NEAR_NOW = st.integers(FUZZ_NOW - 7200, FUZZ_NOW + 7200) | st.floats(FUZZ_NOW - 7200, FUZZ_NOW + 7200)
+CLAIM_VALUES = JSON_VALUES | NEAR_NOW | st.fixed_dictionaries({"jkt": st.text(max_size=10)})
+# The verifier's defaults (verifier() sets none of them) and RFC 9396's common fields plus the
+# plan fields: an entry with any other member covers no action that does not name it.
+LEEWAY, MAX_LIFETIME, MAX_TOKEN_BYTES = 30, 3600, 16_384
+ENTRY_FIELDS = {"type", "actions", "locations", "identifier", "datatypes", "privileges"} | {
+    "max_uses",
+    "not_before",
+    "not_after",
+}
+# Every refusal's error code and status (RFC 6750 3.1, RFC 9449 7.1).
+ERROR_AND_STATUS: dict[type[ResourceError], tuple[str, int]] = {
+    InvalidToken: ("invalid_token", 401),
+    InvalidDPoPProof: ("invalid_dpop_proof", 401),
+    InsufficientAuthorization: ("insufficient_scope", 403),
+}
+
+
+class _NotJson(Exception):
+    pass
+
+
+def _as_read(value: Any) -> Any:
+    """``value`` as the verifier's strict JSON reader (64-bit integers, IEEE doubles) gets it
+    back from ``json.dumps``: NaN and the infinities are not JSON; larger integers are doubles."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _NotJson
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        return float(value)
+    if isinstance(value, list):
+        return [_as_read(item) for item in value]
+    if isinstance(value, dict):
+        return {name: _as_read(item) for name, item in value.items()}
+    return value
+
+
+def _number(value: Any) -> bool:
+    return type(value) is int or (type(value) is float and math.isfinite(value))
+
+
+def _shown(value: Any, limit: int) -> str:
+    """A value echoed in a description: its repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _covers_action(entry: Any) -> bool:
+    """Does an approved entry cover ACTION (RESOURCE_SERVER.md)? Fuzzed strings are at most ten
+    characters, so none is a spelling of ACTION's location other than the exact one."""
+    return (
+        isinstance(entry, dict)
+        and entry.get("type") == ACTION.type
+        and isinstance(entry.get("actions"), list)
+        and all(verb in entry["actions"] for verb in ACTION.actions)
+        and isinstance(entry.get("locations"), list)
+        and all(location in entry["locations"] for location in ACTION.locations)
+        and entry.get("identifier") == ACTION.identifier
+        and "datatypes" not in entry  # ACTION names none: an approval restricting them does not cover it
+        and "privileges" not in entry
+        and set(entry) <= ENTRY_FIELDS  # a type-specific field ACTION does not name is not covered
+    )
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What ``verify`` must do: refuse with ``error`` and ``description`` (answering in the
+    ``scheme`` challenge), or accept and consume the entry at ``entry_index``."""
+
+    error: type[ResourceError] | None
+    description: str = ""
+    scheme: str = "Bearer"
+    entry_index: int | None = None
+
+
+GARBAGE_PROOF = "x.y.z"  # a DPoP proof whose header is not even base64url of JSON
+
+
+def _expected(token: str, header: dict[str, Any], claims: dict[str, Any], *, as_dpop: bool) -> Expected:
+    """The answer to ``token`` (``header`` and ``claims`` signed by FUZZ_KEY) for ACTION, by the
+    verifier's order of checks (see ciba_service.rs.verifier): presented with the DPoP scheme and
+    GARBAGE_PROOF when ``as_dpop``, else outside HTTP (no scheme, no proof)."""
+    scheme = "DPoP" if as_dpop else "Bearer"
+
+    def refused(error: type[ResourceError], description: str) -> Expected:
+        return Expected(error, description, "DPoP" if error is InvalidDPoPProof else scheme)
+
+    # 1-3: size, header, signature (always valid: FUZZ_KEY signed it)
+    if len(token) > MAX_TOKEN_BYTES:
+        return refused(InvalidToken, "token is too large")
+    try:
+        header = _as_read(header)
+    except _NotJson:
+        return refused(InvalidToken, "token header is not JSON")
+    alg, typ, kid = header.get("alg"), header.get("typ"), header.get("kid")
+    if alg != "ES256":
+        return refused(InvalidToken, f"algorithm {_shown(alg, 80)} is not allowed")
+    if not isinstance(typ, str) or typ.lower() not in ("at+jwt", "application/at+jwt"):
+        return refused(InvalidToken, f"token type {_shown(typ, 80)} is not an access token")
+    if "jku" in header:
+        return refused(InvalidToken, "header 'jku' is not accepted")
+    if not isinstance(kid, str):
+        return refused(InvalidToken, "token has no kid")
+    if kid != FUZZ_KEY.kid:
+        return refused(InvalidToken, "token signed by an unknown key")
+    try:
+        claims = _as_read(claims)
+    except _NotJson:
+        return refused(InvalidToken, "token payload is not JSON")
+    # a token with a cnf claim is answered in DPoP terms from here on
+    scheme = "DPoP" if as_dpop or "cnf" in claims else "Bearer"
+    # 4: claims
+    now = FUZZ_NOW
+    aud, exp, iat, nbf, jti = (claims.get(name) for name in ("aud", "exp", "iat", "nbf", "jti"))
+    if claims.get("iss") != ISS:
+        return refused(InvalidToken, "token issuer is not trusted here")
+    if not (aud == AUD or (isinstance(aud, list) and AUD in aud)):
+        return refused(InvalidToken, "token is not intended for this resource server")
+    if not _number(exp) or not _number(iat):
+        return refused(InvalidToken, "token lacks exp or iat")
+    if now >= exp + LEEWAY:
+        return refused(InvalidToken, "token has expired")
+    if nbf is not None and (not _number(nbf) or now + LEEWAY < nbf):
+        return refused(InvalidToken, "token is not yet valid")
+    if iat > now + LEEWAY:
+        return refused(InvalidToken, "token was issued in the future")
+    if exp - iat > MAX_LIFETIME:
+        return refused(InvalidToken, "token lifetime is longer than accepted")
+    if not isinstance(jti, str) or not jti:
+        return refused(InvalidToken, "token has no jti")
+    if not isinstance(claims.get("authorization_details"), list):
+        return refused(InvalidToken, "token carries no authorization_details")
+    # 5: sender constraint (RFC 9449 7)
+    cnf = claims.get("cnf")
+    if as_dpop and cnf is None:
+        return refused(InvalidToken, "the token is not DPoP-bound; present it with the Bearer scheme")
+    if cnf is not None:
+        if not (isinstance(cnf, dict) and cnf.keys() == {"jkt"} and isinstance(cnf["jkt"], str)):
+            return refused(InvalidToken, "token is bound by an unsupported cnf confirmation method")
+        if not as_dpop:
+            return refused(InvalidDPoPProof, "a DPoP proof is required with this token")
+        return refused(InvalidDPoPProof, "DPoP proof header is not JSON")  # GARBAGE_PROOF
+    # 7: the action, each covering entry within its window
+    usable: list[int] = []
+    outside: str | None = None
+    for index, entry in enumerate(claims["authorization_details"]):
+        if not _covers_action(entry):
+            continue
+        not_before, not_after = entry.get("not_before"), entry.get("not_after")
+        for name, value in (("not_before", not_before), ("not_after", not_after)):
+            if value is not None and not _number(value):
+                return refused(InvalidToken, f"authorization_details[{index}] has an invalid {name}")
+        if not_before is not None and now < not_before:
+            outside = f"the approval for this action is valid from {int(not_before)} (epoch seconds)"
+        elif not_after is not None and now >= not_after:
+            outside = f"the approval for this action ended at {int(not_after)} (epoch seconds)"
+        else:
+            usable.append(index)
+    if not usable:
+        return refused(InsufficientAuthorization, outside or "the token's approval does not cover this action")
+    # 9: one use of the first usable entry (a fresh verifier: none used yet)
+    max_uses = claims["authorization_details"][usable[0]].get("max_uses")
+    if max_uses is not None and (type(max_uses) is not int or max_uses < 1):
+        return refused(InvalidToken, f"authorization_details[{usable[0]}] has an invalid max_uses")
+    return Expected(None, scheme=scheme, entry_index=usable[0])
+
+
+def _assert_answer(call: Callable[[], Any], expected: Expected) -> None:
+    if expected.error is None:
+        assert call().entry_index == expected.entry_index
+        return
+    with pytest.raises(ResourceError) as info:
+        call()
+    refused = info.value
+    assert (type(refused), refused.description) == (expected.error, expected.description)
+    assert (refused.error, refused.status_code) == ERROR_AND_STATUS[expected.error]
+    assert refused.body() == {
+        "error": refused.error,
+        "error_description": expected.description,
+        "authorization_details": [ACTION.as_authorization_details()],
+    }
+    assert (refused.www_authenticate() or "").startswith(f'{expected.scheme} realm="api", error="{refused.error}"')
 
 
 @FUZZ
 @given(
-    header=st.dictionaries(st.sampled_from(["alg", "typ", "kid", "jku", "b64", "zip"]), JSON_VALUES, max_size=3),
-    claims=st.dictionaries(CLAIM_NAMES, JSON_VALUES, max_size=4),
-    entry=st.dictionaries(ENTRY_NAMES, JSON_VALUES, max_size=5),
+    header=st.dictionaries(st.sampled_from(["alg", "typ", "kid", "jku", "b64", "zip"]), HEADER_VALUES, max_size=3),
+    claims=st.dictionaries(CLAIM_NAMES, CLAIM_VALUES, max_size=4),
+    entry=st.dictionaries(ENTRY_NAMES, JSON_VALUES | NEAR_NOW, max_size=5),
 )
 def test_signed_garbage_is_refused_cleanly(
     header: dict[str, Any], claims: dict[str, Any], entry: dict[str, Any]
 ) -> None:
     """Tokens signed by the issuer's own key but carrying anything at all in header, claims and
-    entries: a ResourceError or a verified token, never another exception."""
-    base = _claims(authorization_details=[{**ENTRY, **entry}])
-    token = _raw_sign(
-        {"alg": "ES256", "typ": "at+jwt", "kid": "fuzz", **header},
-        b64url_encode(json.dumps({**base, **claims}).encode()),
-        FUZZ_KEY.private_key,
+    entries: each is refused with the error, description, status and challenge that the first
+    check it fails names, or verified (consuming the entry that covers the action) when it
+    fails none. Presented as DPoP with a garbage proof, none is ever accepted."""
+    header = {"alg": "ES256", "typ": "at+jwt", "kid": FUZZ_KEY.kid, **header}
+    claims = {
+        **_claims(iat=FUZZ_NOW, exp=FUZZ_NOW + 60, authorization_details=[{**ENTRY, **entry}]),
+        **claims,
+    }
+    token = _raw_sign(header, b64url_encode(json.dumps(claims).encode()), FUZZ_KEY.private_key)
+    v = verifier(FUZZ_KEY, clock=lambda: FUZZ_NOW)
+    as_dpop = _expected(token, header, claims, as_dpop=True)
+    assert as_dpop.error is not None
+    _assert_answer(
+        lambda: v.verify(token, ACTION, scheme="DPoP", method="PUT", url=URL, dpop_proof=GARBAGE_PROOF), as_dpop
     )
-    v = verifier(FUZZ_KEY)
-    with contextlib.suppress(ResourceError):
-        v.verify(token, ACTION, scheme="DPoP", method="PUT", url=URL, dpop_proof="x.y.z")
-    with contextlib.suppress(ResourceError):
-        v.verify(token, ACTION)
+    _assert_answer(lambda: v.verify(token, ACTION), _expected(token, header, claims, as_dpop=False))
 
 
 @FUZZ
@@ -788,23 +980,77 @@ def test_signed_garbage_is_refused_cleanly(
     token=st.text(max_size=200) | st.from_regex(r"[A-Za-z0-9_\-]{0,40}\.[A-Za-z0-9_\-=+/]{0,40}\.[A-Za-z0-9_\-]{0,90}")
 )
 def test_arbitrary_strings_are_refused_cleanly(token: str) -> None:
-    with pytest.raises(ResourceError):
+    # Nothing but the issuer's key makes a valid signature: a string is an invalid token.
+    with pytest.raises(InvalidToken) as info:
         verifier(FUZZ_KEY).verify(token, ACTION)
+    assert (info.value.error, info.value.status_code) == ("invalid_token", 401)
+
+
+def _proof_refusal(proof: str, header: dict[str, Any], claims: dict[str, Any]) -> str:
+    """The description verify_proof must refuse ``proof`` with (RFC 9449 4.3, in its order) when
+    called as below: ``header`` and ``claims`` are what AGENT signed in it."""
+    if len(proof) > 4096:
+        return "DPoP proof is too large"
+    if header.get("typ") != "dpop+jwt":
+        return "DPoP proof typ must be 'dpop+jwt'"
+    if header.get("alg") != "ES256":
+        return f"DPoP proof algorithm {_shown(header.get('alg'), 40)} is not accepted"
+    if "crit" in header:
+        return "DPoP proof has critical header parameters we do not understand"
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict):
+        return "DPoP proof has no jwk header"
+    if jwk.keys() & {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}:
+        return "DPoP proof jwk contains private key material"
+    if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
+        return "DPoP proof jwk is not a P-256 key"
+    if jwk != public_jwk(AGENT.public_key()):
+        x, y = jwk.get("x"), jwk.get("y")
+        if not isinstance(x, str) or not isinstance(y, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", x + y):
+            return "DPoP proof jwk is malformed"
+        return "DPoP proof jwk is not a valid P-256 public key"  # fuzzed strings are too short for a coordinate
+    # AGENT's key, so the signature is valid
+    jti, iat = claims.get("jti"), claims.get("iat")
+    if not isinstance(jti, str) or not jti or len(jti) > 256:
+        return "DPoP proof has no valid jti"
+    for name in ("htm", "htu"):
+        if not isinstance(claims.get(name), str):
+            return f"DPoP proof has no {name}"
+    if not _number(iat):
+        return "DPoP proof has no iat"
+    if not isinstance(claims.get("ath"), str):
+        return "DPoP proof has no ath for the access token"
+    if claims["htm"] != "PUT":
+        return "DPoP proof is for another HTTP method"
+    if claims["htu"] != URL:  # fuzzed strings other than URL are too short to be another spelling of it
+        return "DPoP proof is for another URL"
+    if iat > FUZZ_NOW + LEEWAY:
+        return "DPoP proof was issued in the future"
+    if iat < FUZZ_NOW - 60 - LEEWAY:
+        return "DPoP proof is too old"
+    return "DPoP proof ath does not match the access token"  # a fuzzed ath is never the token's hash
 
 
 @FUZZ
 @given(
-    header=st.dictionaries(st.sampled_from(["typ", "alg", "jwk", "crit"]), JSON_VALUES, max_size=3),
-    claims=st.dictionaries(st.sampled_from(["jti", "htm", "htu", "iat", "ath", "nonce"]), JSON_VALUES, max_size=4),
+    header=st.dictionaries(st.sampled_from(["typ", "alg", "jwk", "crit"]), HEADER_VALUES, max_size=3),
+    claims=st.dictionaries(
+        st.sampled_from(["jti", "htm", "htu", "iat", "ath", "nonce"]),
+        JSON_VALUES | NEAR_NOW | st.sampled_from(["PUT", "GET", URL]),
+        max_size=4,
+    ),
 )
 def test_garbage_dpop_proofs_are_refused_cleanly(header: dict[str, Any], claims: dict[str, Any]) -> None:
+    """Proofs signed by the agent's key but carrying anything at all in header and claims: each
+    is refused as invalid_dpop_proof (never use_dpop_nonce: no nonce is asked for) with the
+    description of the first RFC 9449 4.3 check it fails; none is accepted."""
     from ciba_service.core.replay import InMemoryReplayCache
     from ciba_service.rfc9449.dpop import DPoPProofError, verify_proof
 
-    proof = _raw_sign(
-        {"typ": "dpop+jwt", "alg": "ES256", "jwk": public_jwk(AGENT.public_key()), **header},
-        b64url_encode(json.dumps({"jti": "j", "htm": "PUT", "htu": URL, "iat": int(time.time()), **claims}).encode()),
-        AGENT,
-    )
-    with contextlib.suppress(DPoPProofError):
-        verify_proof(proof, method="PUT", url=URL, access_token="t", replay=InMemoryReplayCache())
+    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": public_jwk(AGENT.public_key()), **header}
+    claims = {"jti": "j", "htm": "PUT", "htu": URL, "iat": FUZZ_NOW, **claims}
+    proof = _raw_sign(header, b64url_encode(json.dumps(claims).encode()), AGENT)
+    with pytest.raises(DPoPProofError) as info:
+        verify_proof(proof, method="PUT", url=URL, access_token="t", replay=InMemoryReplayCache(), now=FUZZ_NOW)
+    assert type(info.value) is DPoPProofError
+    assert (info.value.error, info.value.description) == ("invalid_dpop_proof", _proof_refusal(proof, header, claims))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -250,11 +251,53 @@ def test_webhook_close_without_wait_cancels_the_backlog() -> None:
     notifier.notify(NOTICE)  # closed: logged, never raises
 
 
-def test_every_notifier_can_be_closed() -> None:
-    # The app's lifespan calls notifier.close(wait=False) on any notifier.
-    for notifier in (NullNotifier(), ConsoleNotifier(io.StringIO())):
-        notifier.close(wait=False)
-        notifier.close()
+def test_every_notifier_can_be_closed(caplog: pytest.LogCaptureFixture) -> None:
+    # The app's lifespan calls notifier.close(wait=False) on whatever notifier it has; a second
+    # close (wait=True, as a caller shutting down cleanly would) must be harmless.
+    module = sys.modules[WebhookNotifier.__module__]
+    defined = {
+        cls
+        for cls in vars(module).values()
+        if isinstance(cls, type) and issubclass(cls, module.Notifier) and cls is not module.Notifier
+    }
+    assert defined == {NullNotifier, ConsoleNotifier, WebhookNotifier}  # a new notifier: add it below
+
+    # NullNotifier and ConsoleNotifier hold nothing: close() returns at once and releases nothing
+    # it does not own (the console's stream is the caller's), and a late notice never raises.
+    out = io.StringIO()
+    for notifier in (NullNotifier(), ConsoleNotifier(out)):
+        started = time.monotonic()
+        assert notifier.close(wait=False) is None
+        assert notifier.close() is None
+        assert time.monotonic() - started < 0.5
+        notifier.notify(NOTICE)
+    assert not out.closed
+
+    # WebhookNotifier: close() shuts its pool down; a notice after it is logged, never posted.
+    posted: list[httpx.Request] = []
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        posted.append(request)
+        return httpx.Response(204)
+
+    client = httpx.Client(transport=httpx.MockTransport(receiver))
+    executor = ThreadPoolExecutor(max_workers=1)
+    webhook, _ = _webhook(client=client, executor=executor)
+    started = time.monotonic()
+    assert webhook.close(wait=False) is None
+    assert webhook.close() is None
+    assert time.monotonic() - started < 0.5
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        executor.submit(lambda: None)
+    own, _ = _webhook(client=client)  # with its own pool (the default), close() shuts that one down alike
+    own.close()
+    caplog.set_level(logging.INFO)
+    webhook.notify(NOTICE)  # never raises
+    own.notify(NOTICE)
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "webhook https://hooks.example.test/…: not delivered, the notifier is closed"
+    ] * 2
+    assert posted == []
 
 
 def test_backchannel_request_notifies_with_approval_link_not_auth_req_id(env: Env) -> None:
