@@ -194,6 +194,11 @@ def test_agent_request_binds_a_fresh_token_to_the_answered_auth_req_id(
 def test_agent_request_refused_withdraws_the_expectation(inbox: NotificationInbox, http: TestClient) -> None:
     answer = httpx.Response(400, json={"error": "unknown_user_id", "error_description": "no such user"})
     agent = CibaAgent(issuer=ISSUER, client_id="a", client_secret="s", transport=_provider(answer, []))
-    with pytest.raises(AgentError):
+    with pytest.raises(AgentError) as refused:
         agent.request(login_hint="x", authorization_details=ACTION, client_notification_token="token-x", inbox=inbox)
+    assert (refused.value.error, refused.value.description, refused.value.status) == (
+        "unknown_user_id",
+        "no such user",
+        400,
+    )
     assert notify(http, "req-1", "token-x") == 401

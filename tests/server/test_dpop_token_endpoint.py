@@ -47,12 +47,22 @@ def test_dpop_binds_the_token_to_the_agent_key(env: Env) -> None:
     )
     token = body["access_token"]
     # without a proof, a bound token is refused (a copied token is useless to another agent)
-    with pytest.raises(ResourceError):
+    with pytest.raises(ResourceError) as missing:
         verifier.verify(token, EXACT, scheme="DPoP", method="PUT", url=RS_URL)
+    assert (missing.value.error, missing.value.status_code, missing.value.description) == (
+        "invalid_dpop_proof",
+        401,
+        "a DPoP proof is required with this token",
+    )
     thief = ec.generate_private_key(ec.SECP256R1())
     stolen = dpop.create_proof(thief, "PUT", RS_URL, access_token=token, now=env.clock())
-    with pytest.raises(ResourceError):
+    with pytest.raises(ResourceError) as refused:
         verifier.verify(token, EXACT, scheme="DPoP", method="PUT", url=RS_URL, dpop_proof=stolen)
+    assert (refused.value.error, refused.value.status_code, refused.value.description) == (
+        "invalid_dpop_proof",
+        401,
+        "DPoP proof key does not match the access token's binding",
+    )
     good = dpop.create_proof(key, "PUT", RS_URL, access_token=token, now=env.clock())
     assert verifier.verify(token, EXACT, scheme="DPoP", method="PUT", url=RS_URL, dpop_proof=good).entry
 

@@ -55,12 +55,18 @@ def test_a_plan_is_approved_once_and_carried_out_step_by_step(env: Env) -> None:
     assert verifier.verify(token, UPDATE).entry == PLAN[0]
     assert verifier.verify(token, ROTATE).entry == PLAN[1]
     assert verifier.verify(token, ROTATE).entry == PLAN[1]  # the entry's max_uses is 2
-    with pytest.raises(InvalidToken):
+    used = "this step of the approved plan has already been used"
+    with pytest.raises(InvalidToken, match=used):
         verifier.verify(token, ROTATE)  # never a third time
-    with pytest.raises(InvalidToken):
+    with pytest.raises(InvalidToken, match=used):
         verifier.verify(token, UPDATE)  # nor the first step again
-    with pytest.raises(ResourceError):  # nor anything outside the plan
+    with pytest.raises(ResourceError) as outside:  # nor anything outside the plan
         verifier.verify(token, RequestedAction(type="key_rotation", actions=["rotate"], identifier="svc-db"))
+    assert (outside.value.error, outside.value.status_code, outside.value.description) == (
+        "insufficient_scope",
+        403,
+        "the token's approval does not cover this action",
+    )
 
 
 def test_a_step_outside_its_window_is_refused(env: Env) -> None:
@@ -72,8 +78,13 @@ def test_a_step_outside_its_window_is_refused(env: Env) -> None:
     verifier = TokenVerifier(
         issuer=BASE, audience="resource-api", keys=StaticKeys(env.provider.signing_key.jwks()), clock=env.clock
     )
-    with pytest.raises(ResourceError):
+    with pytest.raises(ResourceError) as early:
         verifier.verify(token, ROTATE)
+    assert (early.value.error, early.value.status_code, early.value.description) == (
+        "insufficient_scope",
+        403,
+        f"the approval for this action is valid from {T0 + 7200} (epoch seconds)",
+    )
 
 
 @pytest.mark.parametrize(

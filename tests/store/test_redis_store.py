@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from ciba_service.config import Settings
 from ciba_service.core.model import CallbackState, Enrollment, RequestStatus
 from ciba_service.server.wiring import build_store
-from ciba_service.store import RedisStore, Store, StoreMisconfigured
+from ciba_service.store import RedisStore, Store, StoreConflict, StoreMisconfigured
 from tests.support.records import NOW, intent, passkey, ping, receipt, request, user
 from tests.support.redis import fresh_prefix, running_redis
 from tests.support.service import Clock, make_settings, open_env
@@ -144,9 +144,9 @@ def test_expiry_is_the_service_clock_not_the_ttl(store: RedisStore, client: redi
 def test_a_failed_write_leaves_nothing(store: RedisStore, client: redis.Redis, prefix: str) -> None:
     store.add_request(request())
     before = sorted(client.keys(prefix + "*"))
-    with pytest.raises(Exception, match="already stored"):
+    with pytest.raises(StoreConflict, match=r"^request, auth_req_id or approval id already stored$"):
         store.add_request(request("r2", approval_id="approval-r1"))
-    with pytest.raises(Exception, match="unknown user"):
+    with pytest.raises(StoreConflict, match=r"^unknown user$"):
         store.replace_passkeys("nobody", [passkey(b"x", user_id="nobody")])
     assert sorted(client.keys(prefix + "*")) == before
 
