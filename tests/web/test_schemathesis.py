@@ -1,11 +1,16 @@
 """Property-based API testing with schemathesis against the service's own OpenAPI document:
-no input, however malformed, may produce a 5xx or a response that contradicts the schema."""
+no input, however malformed, may produce a 5xx or a response that contradicts the schema.
+
+The service is built by a fixture, when the test runs (not when the module is imported), so the
+schema is loaded lazily from it (``schemathesis.pytest.from_fixture``): one test whose subtests
+are the API operations."""
 
 from __future__ import annotations
 
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
@@ -19,11 +24,25 @@ from ciba_service.server.wiring import build_provider
 from ciba_service.web.app import create_app
 from tests.support.service import make_settings
 
-_provider = build_provider(make_settings(Path(tempfile.mkdtemp(prefix="ciba-st-"))))
-_provider.sweep_interval = 0
-_provider.add_user(username="alice")
-app = create_app(_provider)
-schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+
+@pytest.fixture
+def api_schema(tmp_path: Path) -> Iterator[schemathesis.BaseSchema]:
+    provider = build_provider(make_settings(tmp_path))
+    provider.sweep_interval = 0
+    provider.add_user(username="alice")
+    yield schemathesis.openapi.from_asgi("/openapi.json", create_app(provider))
+    provider.store.close()
+
+
+@pytest.fixture(autouse=True)
+def _node_id_for_schemathesis(request: pytest.FixtureRequest) -> None:
+    # schemathesis 4.32's lazy schemas read (and, to name each operation's report, set)
+    # request.node._nodeid, an attribute pytest 9.2's nodes no longer have.
+    if not hasattr(request.node, "_nodeid"):
+        request.node._nodeid = request.node.nodeid
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
