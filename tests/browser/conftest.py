@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_harness import (
+from playwright.sync_api import expect, sync_playwright
+
+from ciba_service.server.wiring import build_provider
+from ciba_service.web.app import create_app
+from ciba_service.web.serving import BackgroundServer, free_port
+from tests.support.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     UI_TIMEOUT_MS,
@@ -18,11 +23,6 @@ from browser_harness import (
     Service,
     make_settings,
 )
-from playwright.sync_api import expect, sync_playwright
-
-from ciba_service.server.wiring import build_provider
-from ciba_service.web.app import create_app
-from ciba_service.web.serving import BackgroundServer, free_port
 
 
 @pytest.fixture

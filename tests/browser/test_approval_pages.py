@@ -8,12 +8,12 @@ import json
 from typing import Any
 
 import pytest
-from browser_harness import ACTION, Device, Service
 from playwright.sync_api import Page, Route, expect
 
 from ciba_service.agent import AgentError
 from ciba_service.core.model import RequestStatus
 from ciba_service.rs import InsufficientAuthorization, JwksCache, RequestedAction, TokenVerifier
+from tests.support.browser import ACTION, Device, Service
 
 pytestmark = pytest.mark.browser
 

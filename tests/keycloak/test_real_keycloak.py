@@ -24,7 +24,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from ciba_service.agent import AgentError, CibaAgent
 from ciba_service.rs import InsufficientAuthorization, JwksCache, RequestedAction, TokenVerifier
-from tests.browser.browser_harness import CHROMIUM, CHROMIUM_ARGS
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import kc_harness
