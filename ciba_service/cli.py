@@ -243,6 +243,93 @@ def agent_request(
         err.print_json(json.dumps(claims))
 
 
+def _security_keys() -> list[Any]:
+    """The connected FIDO2 security keys (tests replace this with a software CTAP2 device)."""
+    from ciba_service.agent.terminal import find_devices
+
+    return find_devices()
+
+
+def _read_pin() -> str | None:
+    """The key's PIN, read from the terminal (/dev/tty when there is one), never echoed."""
+    import getpass
+
+    return getpass.getpass("PIN of your security key (empty to cancel): ") or None
+
+
+def _terminal_authenticator() -> Any:
+    from ciba_service.agent.terminal import Ctap2Authenticator, NoSecurityKey
+
+    devices = _security_keys()
+    if not devices:
+        raise NoSecurityKey("no FIDO2 security key found: plug one in (USB) and try again")
+    if len(devices) > 1:
+        typer.echo(f"{len(devices)} security keys found; using the first", err=True)
+    return Ctap2Authenticator(
+        devices[0], read_pin=_read_pin, on_touch=lambda: typer.echo("Touch your security key to approve.", err=True)
+    )
+
+
+@app.command()
+def approve(
+    link: Annotated[str, typer.Argument(help="The approval link you were sent (https://…/approve/…).")],
+    deny_request: Annotated[bool, typer.Option("--deny", help="Deny the request instead.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before using the key.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the service.")] = 10.0,
+) -> None:
+    """Approve (or deny) a request from the terminal, with a FIDO2 security key (CTAP2).
+
+    Shows the client, the binding message and every field of the action, checks that the
+    WebAuthn challenge is the digest of exactly that, then asks the key for a user-verified
+    assertion (PIN and touch). The service must list this approver's origin,
+    ``ciba-cli:<its web origin>``, in ``approval_origins``."""
+    import httpx
+
+    from ciba_service.agent import terminal
+
+    with httpx.Client(timeout=timeout, follow_redirects=False) as http:
+        try:
+            view = terminal.read_request(http, link)
+            # Plain echo, never Rich markup: a field such as "[red]" must print as itself.
+            for line in terminal.describe(view):
+                typer.echo(line, err=True)
+            if deny_request:
+                result = terminal.deny(http, view)
+            else:
+                if not yes and not typer.confirm("Approve this request with your security key?", err=True):
+                    typer.echo("not approved; nothing was sent", err=True)
+                    raise typer.Exit(1)
+                result = terminal.approve(http, view, _terminal_authenticator())
+        except terminal.TerminalApprovalError as exc:
+            typer.echo(f"not approved: {exc}", err=True)
+            raise typer.Exit(1) from None
+    typer.echo(json.dumps(result))
+    typer.echo(result.get("status", ""), err=True)
+
+
+@app.command("enroll-key")
+def enroll_key(
+    link: Annotated[str, typer.Argument(help="A one-time enrollment link (https://…/enroll/…).")],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the service.")] = 10.0,
+) -> None:
+    """Register a FIDO2 security key (CTAP2) as your passkey, from the terminal.
+
+    The key makes a new credential with user verification (PIN); the service must list
+    ``ciba-cli:<its web origin>`` in ``approval_origins``."""
+    import httpx
+
+    from ciba_service.agent import terminal
+
+    with httpx.Client(timeout=timeout, follow_redirects=False) as http:
+        try:
+            typer.echo("Touch your security key when it blinks.", err=True)
+            result = terminal.enroll(http, link, _terminal_authenticator())
+        except terminal.TerminalApprovalError as exc:
+            typer.echo(f"not enrolled: {exc}", err=True)
+            raise typer.Exit(1) from None
+    typer.echo(json.dumps(result))
+
+
 @receipts_app.command("verify")
 def receipts_verify(receipt_id: str, config: ConfigOption = None) -> None:
     """Re-verify a stored approval receipt (signature over the recorded preimage)."""

@@ -4,6 +4,7 @@ variables, the latter winning. Every option is documented in the README."""
 from __future__ import annotations
 
 import contextvars
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -16,6 +17,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from ciba_service.core.protocol import TERMINAL_ORIGIN_SCHEME
 from ciba_service.rfc9396.registry import AuthorizationDetailsTypeConfig
 
 __all__ = [
@@ -148,6 +150,11 @@ class Settings(BaseSettings):
     # Bounded retries of ping/push notifications (transient failures only).
     notification_timeout: float = Field(default=5.0, gt=0)
     notification_attempts: int = Field(default=4, ge=1)
+    # WebAuthn origins accepted besides the approval page's own, in the approval and the
+    # enrollment ceremonies: native approvers, such as the terminal approver
+    # (``ciba-cli:https://ciba.example.com``, see ``ciba-service approve``). Exact strings; none
+    # by default, so a native client's assertion is refused until its origin is declared.
+    approval_origins: list[str] = Field(default_factory=list, max_length=16)
 
     @classmethod
     def settings_customise_sources(
@@ -193,6 +200,8 @@ class Settings(BaseSettings):
             endpoint = client.backchannel_client_notification_endpoint
             if endpoint:
                 _check_notification_endpoint(endpoint, production=self.environment == "production")
+        for origin in self.approval_origins:
+            _check_approval_origin(origin, production=self.environment == "production")
         if self.store == "redis" and not self.redis_url:
             raise ValueError("store = 'redis' needs redis_url (CIBA_REDIS_URL)")
         if self.mode == "keycloak" and not self.keycloak.admin_client_secret:
@@ -207,6 +216,12 @@ class Settings(BaseSettings):
     def expected_origin(self) -> str:
         parts = urlsplit(self.public_base_url)
         return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def accepted_origins(self) -> list[str]:
+        """Every clientDataJSON origin an approval or enrollment may carry: the page's, then the
+        configured native approvers'."""
+        return [self.expected_origin, *(o for o in self.approval_origins if o != self.expected_origin)]
 
     @property
     def webauthn_rp_id(self) -> str:
@@ -231,6 +246,28 @@ def _check_notification_endpoint(url: str, *, production: bool) -> None:
     if parts.scheme == "http" and loopback and not production:
         return
     raise ValueError(f"notification endpoint {url!r} must be https (http only to loopback in development)")
+
+
+_WEB_ORIGIN = re.compile(r"^(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?$")
+_OPAQUE_ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*:[\x21-\x7e]{1,256}$")
+
+
+def _check_approval_origin(origin: str, *, production: bool) -> None:
+    """An approval origin is compared as an exact string; refuse what could only be a mistake
+    that widens it (a wildcard, a path, a plain-http origin off loopback in production)."""
+    if not _OPAQUE_ORIGIN.fullmatch(origin) or "*" in origin:
+        raise ValueError(f"approval_origins: {origin!r} is not an origin (no wildcards, spaces or paths)")
+    web = origin.removeprefix(f"{TERMINAL_ORIGIN_SCHEME}:")
+    if web != origin or origin.startswith(("http:", "https:")):
+        # A web origin, or the terminal approver's origin of one: scheme://host[:port], lower case,
+        # nothing after (clientDataJSON origins never carry a path, so one would never match).
+        match = _WEB_ORIGIN.fullmatch(web)
+        if match is None:
+            raise ValueError(f"approval_origins: {origin!r} must end in scheme://host[:port], lower case, no path")
+        loopback = match.group(2) in ("localhost", "127.0.0.1", "[::1]")
+        if match.group(1) == "http" and (production or not loopback):
+            # A plain-http page off loopback can be served by anyone on the network path.
+            raise ValueError(f"approval_origins: {origin!r} must be https (http only to loopback in development)")
 
 
 def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:

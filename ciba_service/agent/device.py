@@ -11,7 +11,7 @@ import httpx
 from ciba_service.core.binding import canonical_preimage, challenge_for
 from ciba_service.core.security import b64url_encode, constant_time_eq
 
-__all__ = ["Authenticator", "ChallengeMismatch", "approve", "deny", "enroll", "fetch_view"]
+__all__ = ["Authenticator", "ChallengeMismatch", "approve", "check_challenge", "deny", "enroll", "fetch_view"]
 
 
 class Authenticator(Protocol):
@@ -38,14 +38,23 @@ def fetch_view(http: httpx.Client, approval_url: str) -> dict[str, Any]:
     return view
 
 
+def check_challenge(view: dict[str, Any]) -> None:
+    """Like the page: sign only if the challenge is the digest of the document shown (stops a
+    service that shows one action from having the key sign another)."""
+    try:
+        digest = b64url_encode(challenge_for(canonical_preimage(view["binding_document"])))
+        challenge = view["publicKey"]["challenge"]
+    except (KeyError, TypeError, ValueError):
+        raise ChallengeMismatch("no binding document or challenge to compare") from None
+    if not isinstance(challenge, str) or not constant_time_eq(digest, challenge):
+        raise ChallengeMismatch("challenge is not SHA-256(JCS(binding document))")
+
+
 def approve(http: httpx.Client, approval_url: str, authenticator: Authenticator) -> dict[str, Any]:
     view = fetch_view(http, approval_url)
     if view["status"] != "pending":
         raise RuntimeError(f"request is {view['status']}")
-    # Like the page: sign only if the challenge is the digest of the document shown.
-    digest = b64url_encode(challenge_for(canonical_preimage(view["binding_document"])))
-    if not constant_time_eq(digest, view["publicKey"]["challenge"]):
-        raise ChallengeMismatch("challenge is not SHA-256(JCS(binding document))")
+    check_challenge(view)
     credential = authenticator.get(view["publicKey"], origin=_origin(approval_url))
     response = http.post(f"{approval_url}/approve", json={"credential": credential})
     result: dict[str, Any] = response.json()

@@ -4,11 +4,12 @@ digest, verified (origin, RP ID, UV, sign count, challenge), and the receipt bui
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from webauthn import generate_authentication_options, options_to_json, verify_authentication_response
-from webauthn.helpers import parse_authentication_credential_json
+from webauthn.helpers import parse_authentication_credential_json, parse_client_data_json
 from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidJSONStructure
 from webauthn.helpers.structs import PublicKeyCredentialDescriptor, UserVerificationRequirement
 
@@ -48,10 +49,13 @@ def verify_approval(
     credential: dict[str, Any],
     issuer: str,
     expected_rp_id: str,
-    expected_origin: str,
+    expected_origins: Sequence[str],
     now: int,
 ) -> VerifiedApproval:
-    """Verify an assertion for ``request`` and build its receipt. Raises AssertionRejected."""
+    """Verify an assertion for ``request`` and build its receipt. Raises AssertionRejected.
+
+    ``expected_origins``: the approval page's origin and the configured native approvers'
+    (``approval_origins``), compared as exact strings; the receipt records the one used."""
     try:
         parsed = parse_authentication_credential_json(json.dumps(credential))
     except (InvalidJSONStructure, InvalidAuthenticationResponse, ValueError, TypeError) as exc:
@@ -71,7 +75,9 @@ def verify_approval(
             credential=parsed,
             expected_challenge=challenge,
             expected_rp_id=expected_rp_id,
-            expected_origin=expected_origin,
+            # Exact strings, never a pattern: an assertion made for any other origin (a phishing
+            # page, a native client nobody declared) is refused.
+            expected_origin=_one_or_list(expected_origins),
             credential_public_key=passkey.public_key,
             # py_webauthn refuses a counter that did not grow (cloned authenticator).
             credential_current_sign_count=passkey.sign_count,
@@ -81,6 +87,9 @@ def verify_approval(
         raise AssertionRejected(str(exc)) from None
     if not verified.user_verified:  # defence in depth; py_webauthn already checked
         raise AssertionRejected("user verification flag not set")
+    # The origin py_webauthn found among the expected ones: the receipt names it, so a later
+    # re-verification checks the signature against exactly what the authenticator signed.
+    origin = parse_client_data_json(parsed.response.client_data_json).origin
     receipt = ApprovalReceipt(
         receipt_id=new_id(16),
         request_id=request.request_id,
@@ -91,7 +100,12 @@ def verify_approval(
         challenge=b64url_encode(challenge),
         assertion=credential,
         rp_id=expected_rp_id,
-        origin=expected_origin,
+        origin=origin,
         created_at=now,
     )
     return VerifiedApproval(receipt=receipt, passkey=passkey, new_sign_count=verified.new_sign_count)
+
+
+def _one_or_list(origins: Sequence[str]) -> str | list[str]:
+    # py_webauthn's message names a single expected origin plainly, several as a list.
+    return origins[0] if len(origins) == 1 else list(origins)

@@ -4,6 +4,7 @@ and the passkey stored for the user. In keycloak mode users register passkeys in
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from webauthn import generate_registration_options, options_to_json, verify_registration_response
@@ -51,7 +52,7 @@ def verify_enrollment(
     credential: dict[str, Any],
     challenge: bytes,
     expected_rp_id: str,
-    expected_origin: str,
+    expected_origins: Sequence[str],
     now: int,
 ) -> Passkey:
     try:
@@ -59,7 +60,8 @@ def verify_enrollment(
             credential=json.dumps(credential),
             expected_challenge=challenge,
             expected_rp_id=expected_rp_id,
-            expected_origin=expected_origin,
+            # The page's origin and the declared native approvers' only (approval_origins).
+            expected_origin=_one_or_list(expected_origins),
             require_user_verification=True,
         )
     except (InvalidRegistrationResponse, InvalidJSONStructure, ValueError, TypeError) as exc:
@@ -152,7 +154,7 @@ class Enrollments:
             credential=credential,
             challenge=enrollment.challenge,
             expected_rp_id=context.settings.webauthn_rp_id,
-            expected_origin=context.settings.expected_origin,
+            expected_origins=context.settings.accepted_origins,
             now=context.now(),
         )
         # WebAuthn L3 7.1 step 26: a credential id registered already (to anyone) is refused.
@@ -163,3 +165,8 @@ class Enrollments:
             raise ApprovalAlreadyDecided("this enrollment link has been used")
         store.add_passkey(passkey)
         return {"status": "enrolled", "username": user.username}
+
+
+def _one_or_list(origins: Sequence[str]) -> str | list[str]:
+    # py_webauthn's message names a single expected origin plainly, several as a list.
+    return origins[0] if len(origins) == 1 else list(origins)

@@ -95,7 +95,7 @@ class Approvals:
             credential=credential,
             issuer=context.settings.issuer,
             expected_rp_id=context.settings.webauthn_rp_id,
-            expected_origin=context.settings.expected_origin,
+            expected_origins=context.settings.accepted_origins,
             now=context.now(),
         )
         # Counter first, as a compare-and-set: two assertions racing with the same counter
