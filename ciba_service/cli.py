@@ -26,10 +26,12 @@ users_app = typer.Typer(no_args_is_help=True, help="Users of the approval side (
 clients_app = typer.Typer(no_args_is_help=True, help="Agent (OAuth client) registration helpers.")
 agent_app = typer.Typer(no_args_is_help=True, help="Act as an agent: request approval for an action.")
 receipts_app = typer.Typer(no_args_is_help=True, help="Approval receipts.")
+hook_app = typer.Typer(no_args_is_help=True, help="Coding-agent hooks: approval before a sensitive tool call.")
 app.add_typer(users_app, name="users")
 app.add_typer(clients_app, name="clients")
 app.add_typer(agent_app, name="agent")
 app.add_typer(receipts_app, name="receipts")
+app.add_typer(hook_app, name="hook")
 
 ConfigOption = Annotated[
     Path | None,
@@ -328,6 +330,30 @@ def enroll_key(
             typer.echo(f"not enrolled: {exc}", err=True)
             raise typer.Exit(1) from None
     typer.echo(json.dumps(result))
+
+
+@hook_app.command("claude-code")
+def hook_claude_code(
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            envvar="CIBA_HOOK_POLICY",
+            help="Policy file (default: $CLAUDE_PROJECT_DIR/.claude/ciba-policy.toml, else in ./.claude/).",
+        ),
+    ] = None,
+) -> None:
+    """Claude Code PreToolUse hook: reads the event on stdin, answers allow/deny JSON on stdout.
+
+    Install it with ``"command": "ciba-service hook claude-code || exit 2"`` (see the README,
+    "Guard a coding agent"): it exits 0 with its decision, or 2, and denies whenever anything
+    fails."""
+    from ciba_service.hooks.claude_code import run
+
+    if policy is None:
+        project = os.environ.get("CLAUDE_PROJECT_DIR") or "."
+        policy = Path(project) / ".claude" / "ciba-policy.toml"
+    raise typer.Exit(run(sys.stdin.buffer, sys.stdout, sys.stderr, policy_path=policy))
 
 
 @receipts_app.command("verify")
