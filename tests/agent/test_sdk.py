@@ -37,6 +37,7 @@ from ciba_service.core.security import hash_secret
 from ciba_service.server.wiring import build_provider
 from ciba_service.web.app import create_app
 from ciba_service.web.serving import BackgroundServer, free_port
+from tests.support.agent import ThroughTestClient
 from tests.support.service import ACTION, AGENT_ID, AGENT_SECRET, BASE, Env, RecordingNotifier
 
 Decide = Callable[[Env], None]
@@ -72,19 +73,6 @@ class UserAfterFirstPoll:
         self.env.clock.advance(seconds)
         if self.decide is not None and len(self.sleeps) == 1:
             self.decide(self.env)
-
-
-class ThroughTestClient(httpx.BaseTransport):
-    """httpx requests answered by the service's test client (which may speak another httpx)."""
-
-    def __init__(self, env: Env) -> None:
-        self.env = env
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        answer = self.env.client.request(
-            request.method, str(request.url), headers=dict(request.headers), content=request.read()
-        )
-        return httpx.Response(answer.status_code, headers=dict(answer.headers), content=answer.content)
 
 
 def sync_agent(env: Env, decide: Decide | None) -> CibaAgent:
