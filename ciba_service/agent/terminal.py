@@ -184,6 +184,7 @@ def describe(view: RequestView, *, now: float | None = None) -> list[str]:
 
 def web_origin_of(url: str) -> str:
     parsed = httpx.URL(url)
+    # Only a web service can be the relying party's origin (a file: or custom-scheme link is not).
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise TerminalApprovalError(f"not an http(s) link: {shown(url)}")
     default = {"http": 80, "https": 443}[parsed.scheme]
@@ -200,6 +201,7 @@ def read_request(http: httpx.Client, approval_url: str, *, now: float | None = N
         response = http.get(f"{approval_url}/details", headers={"Accept": "application/json"})
     except httpx.HTTPError as exc:
         raise TerminalApprovalError(f"cannot reach the service: {type(exc).__name__}") from None
+    # Bounded: a hostile service must not make the approver parse megabytes.
     if len(response.content) > _MAX_VIEW:
         raise TerminalApprovalError("the service's answer is too large to be an approval request")
     try:
@@ -214,10 +216,12 @@ def read_request(http: httpx.Client, approval_url: str, *, now: float | None = N
 
 def check_view(view: dict[str, Any], *, approval_url: str, web_origin: str, now: float) -> RequestView:
     """The checks the page makes, and those a terminal needs because it prints the fields."""
+    # A decided or expired request: nothing to sign (and a replayed old view signs nothing).
     if view.get("status") != "pending":
         raise NotPending(f"this request is {shown(view.get('status'))}; nothing to approve")
     document = view.get("binding_document")
     public_key = view.get("publicKey")
+    # Without the document there is nothing to check the challenge against: sign nothing blind.
     if not isinstance(document, dict) or not isinstance(public_key, dict):
         raise ViewMismatch("the service sent no binding document or no WebAuthn options")
     # The challenge must be the digest of the document: otherwise the key would sign something
@@ -237,12 +241,16 @@ def check_view(view: dict[str, Any], *, approval_url: str, web_origin: str, now:
         if not isinstance(entry, dict) or entry.get("detail") != signed or not isinstance(signed, dict):
             raise ViewMismatch("an entry shown is not the entry signed")
         words.append((str(entry.get("text", "")), signed))
+    # The agent named and the code the user compares must be the signed ones (a trusted name
+    # shown over another agent's request, a binding message that matches the wrong screen).
     for field in ("client_id", "binding_message"):
         if view.get(field) != document.get(field):
             raise ViewMismatch(f"the {field} shown is not the {field} signed")
+    # Another version of the document may mean more than the fields this approver shows.
     if document.get("v") != 1:
         raise ViewMismatch(f"unknown binding document version {shown(document.get('v'))}")
     expires_at = document.get("exp")
+    # The signed expiry, not the page's status: a stale view replayed as pending is refused.
     if not isinstance(expires_at, int) or expires_at <= now:
         raise NotPending("this request has expired")
     return RequestView(
@@ -327,6 +335,8 @@ class Ctap2Authenticator:
 
     def get(self, options: dict[str, Any], *, web_origin: str) -> dict[str, Any]:
         """An assertion for PublicKeyCredentialRequestOptions JSON; raises TerminalApprovalError."""
+        # Without an allow list the key would offer any discoverable credential it holds for the
+        # RP, another user's included: the service always names the user's passkeys.
         if not options.get("allowCredentials"):
             raise KeyNotEnrolled("the user has no passkey registered with the service")
         # UV required whatever the service asked: a touch alone (someone else at the desk, or

@@ -53,9 +53,11 @@ def _refuse_constant(name: str) -> Any:
 
 def read_event(raw: bytes) -> ToolCall | None:
     """The tool call in a hook event; None for another event (nothing to decide)."""
+    # Bounded before parsing: a huge tool input must not stall the hook past its deadline.
     if len(raw) > MAX_EVENT_BYTES:
         raise EventError(f"the hook event is larger than {MAX_EVENT_BYTES} bytes")
     try:
+        # NaN/Infinity are not JSON and have no canonical form to bind the approval to.
         event = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, RecursionError, UnicodeDecodeError):
         raise EventError("the hook event is not JSON") from None
@@ -66,6 +68,7 @@ def read_event(raw: bytes) -> ToolCall | None:
     tool_name, tool_input = event.get("tool_name"), event.get("tool_input")
     if not isinstance(tool_name, str) or not tool_name or len(tool_name) > _MAX_NAME:
         raise EventError("the hook event has no tool_name")
+    # Anything but an object cannot be the documented tool input: deny rather than guess.
     if not isinstance(tool_input, dict):
         raise EventError("the hook event's tool_input is not an object")
     cwd, session_id = event.get("cwd", ""), event.get("session_id", "")

@@ -236,6 +236,8 @@ class PolicyFile:
 
     def _evaluate(self, call: ToolCall) -> Decision:
         command = call.tool_input.get("command") if call.tool_name == "Bash" else None
+        # A command that is not text cannot be matched or shown; one too long to read cannot be
+        # approved knowingly (and bounds the regular expressions' input).
         if command is not None and not isinstance(command, str):
             return Denied(reason="the Bash command is not a string")
         if command is not None and len(command) > MAX_COMMAND_CHARS:
@@ -253,6 +255,8 @@ class PolicyFile:
         if call.tool_name not in WRITE_TOOLS:
             return None
         raw = call.tool_input.get("notebook_path" if call.tool_name == "NotebookEdit" else "file_path")
+        # A NUL would cut the path the OS opens short of the one matched; an empty or huge one is
+        # no path anyone can be shown.
         if not isinstance(raw, str) or not raw or len(raw) > MAX_PATH_CHARS or "\0" in raw:
             return Denied(reason=f"{call.tool_name} names no usable file path")
         return _resolved(raw, call.cwd)
@@ -270,6 +274,7 @@ class PolicyFile:
         entry: dict[str, Any] = {"type": self.type, "identifier": display(call.tool_name)}
         if command is not None:
             lines = command.splitlines() or [""]
+            # Every line is shown: a command too long to show is refused, never shown cut.
             if len(lines) > MAX_COMMAND_LINES:
                 return Denied(reason=f"the command has more than {MAX_COMMAND_LINES} lines, too long to show")
             entry["actions"] = ["run"]
@@ -287,6 +292,7 @@ class PolicyFile:
                 )
             except (TypeError, ValueError):
                 return Denied(reason="the tool input is not plain JSON")
+            # Shown whole or not at all: a truncated view could hide the argument that matters.
             if len(arguments) > MAX_ARGUMENTS_CHARS:
                 return Denied(reason=f"the tool arguments are longer than {MAX_ARGUMENTS_CHARS} characters to show")
             entry["actions"] = ["call"]
