@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     notifier: Literal["console", "webhook", "none"] = "console"
     webhook_url: str = ""
     webhook_timeout: float = 5.0
+    # Seconds one instance holds a user's notice it is sending (the outbox lease): no other
+    # instance sends it meanwhile; if it is not confirmed delivered by then (the instance died,
+    # or the notifier failed), the next sweep of any instance sharing the store sends it again.
+    # Keep it above the longest delivery (the webhook's retries: about 4 x webhook_timeout).
+    notice_lease: int = Field(default=60, ge=1)
     clients: list[ClientConfig] = Field(default_factory=list)
     authorization_details_types: dict[str, AuthorizationDetailsTypeConfig] = Field(default_factory=dict)
     # Configured types are added to (or replace, by name) the built-in ones unless this is false.

@@ -1,27 +1,24 @@
-"""The agent side: a CIBA client (poll, ping and push) built on authlib's OAuth 2.0 client."""
+"""The agent side: a CIBA client (poll, ping and push) on plain httpx.
+
+Client authentication is the two RFC 6749 2.3.1 methods the service and Keycloak accept for
+secrets: ``client_secret_basic`` (both parts form-urlencoded before Base64, as the RFC requires)
+and ``client_secret_post``. No OAuth client library: the grant is two form posts, and authlib's
+client switches to the ``httpx2`` fork whenever that is installed (the MCP SDK pulls it in),
+which would change the HTTP stack under callers' transports."""
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote_plus
 
-# authlib.deprecate installs an "always" filter for its warnings when first imported; import it
-# first so the "ignore" below is the newer filter and wins.
-import authlib.deprecate  # noqa: F401
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
-
-with warnings.catch_warnings():
-    # authlib >= 1.7 prefers the httpx2 fork and warns when it falls back to httpx; we use
-    # httpx on purpose (respx, FastAPI's test client and python-keycloak speak httpx).
-    warnings.simplefilter("ignore")
-    from authlib.integrations.base_client import OAuthError as AuthlibOAuthError
-    from authlib.integrations.httpx_client import OAuth2Client
 
 from ciba_service import rfc9449 as dpop
 from ciba_service.agent.inbox import NotificationInbox
@@ -69,25 +66,33 @@ class CibaAgent:
         self._sleep = sleep
         # RFC 9449: with a key, every token request carries a proof and the token is bound to it.
         self.dpop_key = dpop_key
-        kwargs: dict[str, Any] = {}
-        if transport is not None:
-            kwargs["transport"] = transport
-        self._oauth = OAuth2Client(
-            client_id=client_id,
-            client_secret=client_secret,
-            token_endpoint_auth_method=auth_method,
-            timeout=10.0,
-            **kwargs,
-        )
+        if auth_method not in ("client_secret_basic", "client_secret_post"):
+            raise ValueError(f"unsupported client authentication method {auth_method!r}")
+        self._client_id = client_id
+        self._client_secret = client_secret
         self._auth_method = auth_method
+        # Redirects are never followed: the endpoints come from discovery; a redirect is an error.
+        self._http = httpx.Client(timeout=10.0, transport=transport, follow_redirects=False)
 
     def close(self) -> None:
-        self._oauth.close()
+        self._http.close()
+
+    def _post(self, url: str, data: dict[str, str], headers: dict[str, str] | None = None) -> httpx.Response:
+        """A form POST authenticated as this client (RFC 6749 2.3.1)."""
+        sent = dict(headers or {})
+        form = dict(data)
+        if self._auth_method == "client_secret_basic":
+            # RFC 6749 2.3.1: id and secret are form-urlencoded, then joined and Base64-encoded.
+            credentials = f"{quote_plus(self._client_id)}:{quote_plus(self._client_secret)}"
+            sent["Authorization"] = "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
+        else:
+            form.update(client_id=self._client_id, client_secret=self._client_secret)
+        return self._http.post(url, data=form, headers=sent)
 
     @property
     def metadata(self) -> dict[str, Any]:
         if self._metadata is None:
-            response = self._oauth.request("GET", self._discovery_url, withhold_token=True)
+            response = self._http.get(self._discovery_url)
             response.raise_for_status()
             self._metadata = response.json()
         return self._metadata
@@ -157,13 +162,7 @@ class CibaAgent:
         if client_notification_token is not None:
             data["client_notification_token"] = client_notification_token
         data.update(extra or {})
-        response = self._oauth.request(
-            "POST",
-            self.metadata["backchannel_authentication_endpoint"],
-            data=data,
-            auth=self._oauth.client_auth(self._auth_method),
-            withhold_token=True,
-        )
+        response = self._post(self.metadata["backchannel_authentication_endpoint"], data)
         body = _json(response)
         if response.status_code != 200:
             raise AgentError(
@@ -183,16 +182,15 @@ class CibaAgent:
         headers = {}
         if self.dpop_key is not None:
             headers["DPoP"] = dpop.create_proof(self.dpop_key, "POST", endpoint)
-        try:
-            token: dict[str, Any] = self._oauth.fetch_token(
-                endpoint,
-                grant_type=CIBA_GRANT_TYPE,
-                auth_req_id=auth_req_id,
-                headers=headers,
+        response = self._post(endpoint, {"grant_type": CIBA_GRANT_TYPE, "auth_req_id": auth_req_id}, headers)
+        body = _json(response)
+        if response.status_code != 200 or "error" in body:
+            raise AgentError(
+                str(body.get("error", "server_error")), body.get("error_description"), response.status_code
             )
-        except AuthlibOAuthError as exc:
-            raise AgentError(str(exc.error), exc.description) from None
-        return dict(token)
+        if not isinstance(body.get("access_token"), str):
+            raise AgentError("server_error", "the token response has no access_token", response.status_code)
+        return body
 
     def resource_headers(
         self, access_token: str, *, method: str, url: str, token_type: str = "Bearer", nonce: str | None = None

@@ -33,7 +33,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     provider: Provider = app.state.provider
     task = None
     # Keycloak mode: close expired requests (no callback, see keycloak/callback.py);
-    # embedded: push expiry notices and any ping/push delivery a restart interrupted.
+    # embedded: push expiry notices and any ping/push delivery a restart interrupted. Both: the
+    # users' notices left undelivered (server/outbox.py), whichever instance wrote them.
     if provider.sweep_interval > 0:
 
         async def sweep() -> None:
@@ -50,8 +51,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if task is not None:
             task.cancel()
-        # Queued approval notices are not worth delaying a shutdown for: their requests are
-        # still pending in the store, and the agent can ask again.
+        # Queued approval notices are not worth delaying a shutdown for: each stays in the
+        # store's outbox until delivered, and a sweep (here after a restart, or on another
+        # instance) sends it once its lease has run out.
         provider.notifier.close(wait=False)
 
 
