@@ -179,6 +179,10 @@ class CallbackStore(ABC):
         """Pending requests past their expiry whose callback was not claimed yet."""
 
     @abstractmethod
+    def count_pending(self, *, now: int) -> int:
+        """How many requests wait for a decision and have not expired (a metrics gauge)."""
+
+    @abstractmethod
     def pending_notifications(self, *, now: int) -> list[BackchannelRequest]:
         """Ping/push requests decided or expired whose notification was not claimed yet."""
 

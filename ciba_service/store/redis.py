@@ -515,6 +515,11 @@ class RedisStore(Store):
             if r.status is RequestStatus.PENDING and r.expires_at <= now and r.callback_state is CallbackState.NONE
         ]
 
+    def count_pending(self, *, now: int) -> int:
+        # The pending index holds exactly the pending requests (scripts keep it so), scored by
+        # expiry: those scored after now have not expired.
+        return int(self._redis.zcount(self._prefix + "pending", f"({now}", "+inf"))
+
     def pending_notifications(self, *, now: int) -> list[BackchannelRequest]:
         # The same condition as the SQLite query, checked on the current record.
         return [

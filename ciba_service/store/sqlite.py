@@ -664,6 +664,13 @@ class SQLiteStore(Store):
             ).fetchall()
         return [r for r in (self._request(row) for row in rows) if r is not None]
 
+    def count_pending(self, *, now: int) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM requests WHERE status = 'pending' AND expires_at > ?", (now,)
+            ).fetchone()
+        return int(row[0])
+
     # single use, user codes, revocation, notifications ------------------------------------
     def use_once(self, key: str, *, expires_at: int, now: int) -> bool:
         with self._lock:

@@ -21,6 +21,7 @@ from ciba_service.store import StoreUnavailable
 from ciba_service.web.approval import approval_routes
 from ciba_service.web.http import NO_STORE
 from ciba_service.web.keycloak import keycloak_routes
+from ciba_service.web.metrics import Metrics, MetricsMiddleware
 from ciba_service.web.oauth import oauth_routes
 
 __all__ = ["RedactLinkSecrets", "app_from_environment", "build_app", "create_app"]
@@ -77,15 +78,17 @@ def _install_log_redaction() -> None:
         access.addFilter(RedactLinkSecrets())
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(OAuthError)
-    async def _oauth_error(_: Request, exc: Exception) -> Response:
+    async def _oauth_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, OAuthError)
+        request.state.oauth_error = exc.error  # the outcome label of the request metric
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
 
     @app.exception_handler(ApprovalError)
-    async def _approval_error(_: Request, exc: Exception) -> Response:
+    async def _approval_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApprovalError)
+        request.state.oauth_error = exc.code
         return JSONResponse(
             {"error": exc.code, "error_description": exc.description},
             status_code=exc.status_code,
@@ -93,7 +96,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StoreUnavailable)
-    async def _store_unavailable(_: Request, exc: Exception) -> Response:
+    async def _store_unavailable(request: Request, exc: Exception) -> Response:
+        metrics.store_errors.inc()
+        request.state.oauth_error = "temporarily_unavailable"
         # The store (Redis down, too slow, out of memory under noeviction, read-only after a
         # failover; SQLite busy or failing I/O) cannot serve now: the caller may retry. Every
         # guarded step is one atomic transition, so nothing is ever half done; but a timeout can
@@ -119,7 +124,13 @@ def create_app(provider: Provider) -> FastAPI:
     )
     app.state.provider = provider
     _install_log_redaction()
-    _install_error_handlers(app)
+    metrics = Metrics(count_pending=lambda: provider.store.count_pending(now=provider.now()))
+    provider.context.events = metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # Operational data (request rates, pending count): expose it to the scraper only, e.g. by
+    # not routing /metrics at the reverse proxy (README, "Metrics").
+    app.add_route("/metrics", metrics.render, methods=["GET"], include_in_schema=False)
+    _install_error_handlers(app, metrics)
     app.include_router(oauth_routes(provider))
     app.include_router(approval_routes(provider))
     app.include_router(keycloak_routes(provider))

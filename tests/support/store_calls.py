@@ -78,6 +78,7 @@ READS: dict[str, Call] = {
     "find_request_by_jti": lambda s: s.find_request_by_jti("j1"),
     "get_receipt": lambda s: s.get_receipt("rc1"),
     "expired_pending": lambda s: s.expired_pending(now=NOW),
+    "count_pending": lambda s: s.count_pending(now=NOW),
     "pending_notifications": lambda s: s.pending_notifications(now=NOW),
     "get_user_code": lambda s: s.get_user_code("u1"),
     "outbox_due": lambda s: s.outbox_due(now=NOW, limit=10),

@@ -188,6 +188,9 @@ class EmbeddedIssuer:
             str(upstream.get("endpoint")), bearer=str(upstream.get("notification_token")), payload=payload
         )
         store.set_callback_state(request_id, CallbackState.SENT if result.delivered else CallbackState.FAILED)
+        self._context.events.delivery(
+            str(upstream.get("delivery")), delivered=result.delivered, attempts=result.attempts
+        )
         if not result.delivered:
             log.warning("%s delivery for %s failed: %s", upstream.get("delivery"), request_id, result.reason)
         return result.delivered
