@@ -108,7 +108,7 @@ class LiveService:
 
 
 @contextmanager
-def live_service(tmp_path: Path) -> Iterator[LiveService]:
+def live_service(tmp_path: Path, *, enroll_alice: bool = True) -> Iterator[LiveService]:
     port = free_port()
     base = f"http://localhost:{port}"
     settings = pep_settings(tmp_path, issuer=base)
@@ -116,8 +116,9 @@ def live_service(tmp_path: Path) -> Iterator[LiveService]:
     provider = build_provider(settings, notifier=notifier)  # real time: the guard really waits
     authenticator = SoftAuthenticator()
     with BackgroundServer(create_app(provider), port=port), httpx.Client(timeout=10) as http:
-        _, link = provider.add_user(username="alice")
-        enroll(http, link, authenticator)
+        if enroll_alice:  # else the test enrolls her passkey itself (the browser's authenticator)
+            _, link = provider.add_user(username="alice")
+            enroll(http, link, authenticator)
         _, bob_link = provider.add_user(username="bob")
         enroll(http, bob_link, SoftAuthenticator())
         yield LiveService(provider=provider, base=base, notifier=notifier, authenticator=authenticator, http=http)
