@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/ciba-service demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check ciba_service tests scripts
+	$(BIN)/ruff check ciba_service tests scripts examples
 	$(BIN)/lint-imports
 	$(BIN)/ruff format --check ciba_service
 

@@ -153,6 +153,14 @@ class Settings(BaseSettings):
     # Bounded retries of ping/push notifications (transient failures only).
     notification_timeout: float = Field(default=5.0, gt=0)
     notification_attempts: int = Field(default=4, ge=1)
+    # Policy enforcement points (README, "Use it as an AuthZEN PDP" and "Protect an MCP
+    # server"): the tool-call mapping file the AuthZEN PDP decides with (none: no PDP routes),
+    # the clients allowed to call the PDP and to fetch the approval link of their own pending
+    # requests (to relay it to their user by MCP URL elicitation), and the audience of the
+    # approval tokens the PDP accepts (default_audience when unset).
+    pep_policy: Path | None = None
+    pep_clients: list[str] = Field(default_factory=list)
+    pep_audience: str | None = None
 
     @classmethod
     def settings_customise_sources(

@@ -19,6 +19,7 @@ from ciba_service.server.provider import Provider
 from ciba_service.server.wiring import build_provider
 from ciba_service.store import StoreUnavailable
 from ciba_service.web.approval import approval_routes
+from ciba_service.web.authzen import pep_routes
 from ciba_service.web.http import NO_STORE
 from ciba_service.web.keycloak import keycloak_routes
 from ciba_service.web.metrics import Metrics, MetricsMiddleware
@@ -134,6 +135,7 @@ def create_app(provider: Provider) -> FastAPI:
     app.include_router(oauth_routes(provider))
     app.include_router(approval_routes(provider))
     app.include_router(keycloak_routes(provider))
+    app.include_router(pep_routes(provider))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
