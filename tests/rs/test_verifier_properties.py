@@ -40,8 +40,8 @@ from ciba_service.rs import (
 )
 from ciba_service.rs.errors import MAX_CHALLENGE_DETAILS
 from ciba_service.server.tokens import SigningKey
-from tests.conftest import AGENT_ID, AGENT_SECRET, BASE, CIBA, Env, make_settings, open_env
-from tests.redis_harness import fresh_prefix
+from tests.support.redis import fresh_prefix
+from tests.support.service import AGENT_ID, AGENT_SECRET, BASE, CIBA, Env, make_settings, open_env
 
 NOW = 1_800_000_000
 ISS, AUD = "https://issuer.example.test", "resource-api"

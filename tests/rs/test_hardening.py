@@ -69,8 +69,8 @@ from ciba_service.rs import (
 from ciba_service.rs.errors import MAX_BODY_DETAILS, MAX_CHALLENGE_DETAILS, MissingToken
 from ciba_service.rs.fastapi import install_error_handler, require_action
 from ciba_service.server.tokens import SigningKey
-from tests.conftest import AGENT_ID, AGENT_SECRET, BASE, CIBA, Env, make_settings, open_env
-from tests.redis_harness import free_port, fresh_prefix
+from tests.support.redis import free_port, fresh_prefix
+from tests.support.service import AGENT_ID, AGENT_SECRET, BASE, CIBA, Env, make_settings, open_env
 
 NOW = 1_800_000_000
 ISS, AUD = "https://issuer.example.test", "resource-api"
