@@ -130,6 +130,11 @@ class Settings(BaseSettings):
     notifier: Literal["console", "webhook", "none"] = "console"
     webhook_url: str = ""
     webhook_timeout: float = 5.0
+    # Seconds one instance holds a user's notice it is sending (the outbox lease): no other
+    # instance sends it meanwhile; if it is not confirmed delivered by then (the instance died,
+    # or the notifier failed), the next sweep of any instance sharing the store sends it again.
+    # Keep it above the longest delivery (the webhook's retries: about 4 x webhook_timeout).
+    notice_lease: int = Field(default=60, ge=1)
     clients: list[ClientConfig] = Field(default_factory=list)
     authorization_details_types: dict[str, AuthorizationDetailsTypeConfig] = Field(default_factory=dict)
     # Configured types are added to (or replace, by name) the built-in ones unless this is false.
@@ -155,6 +160,14 @@ class Settings(BaseSettings):
     # (``ciba-cli:https://ciba.example.com``, see ``ciba-service approve``). Exact strings; none
     # by default, so a native client's assertion is refused until its origin is declared.
     approval_origins: list[str] = Field(default_factory=list, max_length=16)
+    # Policy enforcement points (README, "Use it as an AuthZEN PDP" and "Protect an MCP
+    # server"): the tool-call mapping file the AuthZEN PDP decides with (none: no PDP routes),
+    # the clients allowed to call the PDP and to fetch the approval link of their own pending
+    # requests (to relay it to their user by MCP URL elicitation), and the audience of the
+    # approval tokens the PDP accepts (default_audience when unset).
+    pep_policy: Path | None = None
+    pep_clients: list[str] = Field(default_factory=list)
+    pep_audience: str | None = None
 
     @classmethod
     def settings_customise_sources(

@@ -7,8 +7,8 @@
   functions; :func:`start`, :func:`check`, :func:`resume` (:class:`PendingApproval`) to pause an
   agent graph while the user decides and resume it after (``ciba_service.agent.langgraph``).
 - :class:`NotificationInbox`: the client notification endpoint for ping and push.
-- the errors (:mod:`ciba_service.agent.errors`): :class:`AgentError` and one subclass per
-  outcome an agent handles differently.
+- the errors (:mod:`ciba_service.agent.errors`): :class:`AuthorizationError` and one subclass
+  per outcome an agent handles differently.
 - :mod:`ciba_service.agent.device`: the user's decoupled device over HTTP (fetch the approval
   view, check its challenge, approve or deny; enroll).
 - :mod:`ciba_service.agent.terminal`: the terminal approver (``ciba-service approve``): the
@@ -18,7 +18,7 @@
 """
 
 from ciba_service.agent.client import AsyncCibaAgent, CibaAgent, PendingRequest
-from ciba_service.agent.errors import AccessDenied, AgentError, RequestExpired, ServiceUnreachable
+from ciba_service.agent.errors import AccessDenied, AgentError, AuthorizationError, RequestExpired, ServiceUnreachable
 from ciba_service.agent.inbox import NotificationInbox
 from ciba_service.agent.sdk import (
     Approval,
@@ -36,6 +36,7 @@ __all__ = [
     "AgentError",
     "Approval",
     "AsyncCibaAgent",
+    "AuthorizationError",
     "CibaAgent",
     "NotificationInbox",
     "PendingApproval",

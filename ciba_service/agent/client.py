@@ -64,7 +64,9 @@ class _CibaProtocol:
         dpop_key: ec.EllipticCurvePrivateKey | None,
     ) -> None:
         if auth_method not in _AUTH_METHODS:
-            raise ValueError(f"auth_method must be one of {', '.join(_AUTH_METHODS)}")
+            raise ValueError(
+                f"unsupported client authentication method {auth_method!r}; use {' or '.join(_AUTH_METHODS)}"
+            )
         self.issuer = issuer.rstrip("/")
         self.client_id = client_id
         self._client_secret = client_secret
@@ -125,10 +127,10 @@ class _CibaProtocol:
     def _metadata_from(response: httpx.Response) -> dict[str, Any]:
         body = _json(response)
         if response.status_code != 200 or "error" in body:
-            raise ServiceUnreachable(f"discovery answered HTTP {response.status_code}")
+            raise AgentError("server_error", f"discovery answered HTTP {response.status_code}", response.status_code)
         for name in ("backchannel_authentication_endpoint", "token_endpoint"):
             if not isinstance(body.get(name), str):
-                raise ServiceUnreachable(f"discovery document has no {name}")
+                raise AgentError("server_error", f"the discovery document has no {name}", response.status_code)
         return body
 
     @staticmethod
@@ -148,7 +150,7 @@ class _CibaProtocol:
                 binding_message=binding_message,
             )
         except (KeyError, TypeError, ValueError):
-            raise ServiceUnreachable("the backchannel answer lacks auth_req_id or expires_in") from None
+            raise AgentError("server_error", "the backchannel answer lacks auth_req_id or expires_in", 200) from None
 
     @staticmethod
     def _token_from(response: httpx.Response) -> dict[str, Any]:
@@ -156,7 +158,7 @@ class _CibaProtocol:
         if response.status_code != 200:
             raise _error_from(response, body)
         if not isinstance(body.get("access_token"), str):
-            raise ServiceUnreachable("the token answer has no access_token")
+            raise AgentError("server_error", "the token response has no access_token", response.status_code)
         return body
 
     @staticmethod
@@ -452,8 +454,6 @@ def _error_from(response: httpx.Response, body: dict[str, Any]) -> AgentError:
     error = body.get("error")
     description = body.get("error_description")
     if not isinstance(error, str) or not error:
-        if response.status_code >= 500:
-            # A proxy's 502 page or a crash: nothing was decided that the agent could know.
-            return ServiceUnreachable(f"HTTP {response.status_code} without an OAuth error")
+        # An answer, but no OAuth error in it (a proxy's error page, a crash): server_error.
         return AgentError("server_error", f"HTTP {response.status_code} without an OAuth error", response.status_code)
     return agent_error(error, description if isinstance(description, str) else None, response.status_code)

@@ -190,12 +190,22 @@ class NotOffered(OAuthError):
 class ChannelError(Exception):
     """A refused authentication-channel call (keycloak mode); Keycloak sees the status code."""
 
-    def __init__(self, status_code: int, description: str, *, unknown_user: bool = False) -> None:
+    def __init__(
+        self,
+        status_code: int,
+        description: str,
+        *,
+        unknown_user: bool = False,
+        agent_error: OAuthError | None = None,
+    ) -> None:
         super().__init__(description)
         self.status_code = status_code
         self.description = description
         # The refusal means the user cannot approve: the agent is told unknown_user_id.
         self.unknown_user = unknown_user
+        # The exact error the agent gets for this refusal (e.g. a client policy refusal:
+        # invalid_authorization_details), when it is more than "the approval could not start".
+        self.agent_error = agent_error
 
 
 class ApprovalError(Exception):

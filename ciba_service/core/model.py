@@ -12,8 +12,10 @@ __all__ = [
     "ApprovalReceipt",
     "BackchannelRequest",
     "CallbackState",
+    "ChannelRefusal",
     "Enrollment",
     "Intent",
+    "OutboxEntry",
     "Passkey",
     "RequestStatus",
     "User",
@@ -52,6 +54,36 @@ class Intent:
     authorization_details: list[dict[str, Any]]
     created_at: int
     expires_at: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelRefusal:
+    """Keycloak mode: why the authentication channel refused the call for one intent, kept in
+    the store until the forwarding call (on whichever instance) takes it. Keycloak tells the
+    agent only "503 server_error" when the channel refuses; the forwarding call answers the
+    agent with this OAuth error instead."""
+
+    intent_id: str
+    error: str  # the OAuth error code the agent gets (e.g. invalid_authorization_details)
+    error_description: str
+    expires_at: int  # kept no longer than this (the forwarding call takes it within seconds)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutboxEntry:
+    """The user's notice (the approval link) for one request, not yet delivered.
+
+    Written in the same step as its request, so a request the agent was told about always has
+    its notice on record; deleted once the notifier confirmed delivery, or when the request is
+    no longer pending. ``claimed_until`` is the lease of the one sender allowed to send it now:
+    nobody else claims it before that time, and a sender that crashed is replaced after it."""
+
+    request_id: str
+    notice: dict[str, Any]  # the ApprovalNotice's fields
+    created_at: int
+    expires_at: int  # the request's expiry: the notice is worthless after it
+    claimed_until: int = 0
+    attempts: int = 0  # claims so far (the first one by the instance that answered the agent)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -47,6 +47,17 @@ class ReplayCache(ABC):
         of any number of concurrent calls for one key, exactly ``limit`` succeed.
         """
 
+    def uses(self, key: str) -> int | None:
+        """How often ``key`` has been used so far (0 if never, or if its record expired),
+        without recording anything; None when this store cannot tell (the default).
+
+        Advisory, not atomic with :meth:`consume`: the resource server asks it before it
+        records a DPoP proof's ``jti`` for a token whose uses are all spent, so that such
+        calls add no record (see ``TokenVerifier``). A store that answers None still works;
+        it only loses that protection.
+        """
+        return None
+
 
 class InMemoryReplayCache(ReplayCache):
     """Counters in a dict under a lock. ``max_entries`` bounds memory: when that many records
@@ -84,6 +95,12 @@ class InMemoryReplayCache(ReplayCache):
                 return False
             record[0] += 1
             return True
+
+    def uses(self, key: str) -> int:
+        now = self._clock()
+        with self._lock:
+            record = self._uses.get(key)
+            return 0 if record is None or record[1] <= now else record[0]
 
     def __len__(self) -> int:
         return len(self._uses)

@@ -78,14 +78,21 @@ def b64url_decode_lenient(data: str) -> bytes:
 
 
 def sha256_b64url(data: bytes | str) -> str:
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+    # surrogatepass, as in constant_time_eq: UTF-8 for every valid string, and no exception
+    # (a 500) for a hostile one holding a lone surrogate.
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     return b64url_encode(hashlib.sha256(raw).digest())
 
 
 def constant_time_eq(a: bytes | str, b: bytes | str) -> bool:
-    """Compare secrets without leaking the length of the common prefix through timing."""
-    ab = a.encode("utf-8") if isinstance(a, str) else a
-    bb = b.encode("utf-8") if isinstance(b, str) else b
+    """Compare secrets without leaking the length of the common prefix through timing.
+
+    Never raises for a ``str``: a lone UTF-16 surrogate (which a lenient JSON parser lets
+    through from ``"\\ud800"``) is encoded with ``surrogatepass``. That encoding is
+    one-to-one and agrees with UTF-8 on every valid string, so the answer is unchanged for
+    valid input, and hostile input is simply unequal instead of an exception (a 500)."""
+    ab = a.encode("utf-8", "surrogatepass") if isinstance(a, str) else a
+    bb = b.encode("utf-8", "surrogatepass") if isinstance(b, str) else b
     return hmac.compare_digest(ab, bb)
 
 

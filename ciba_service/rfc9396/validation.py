@@ -19,6 +19,7 @@ import rfc8785
 from jsonschema.exceptions import best_match
 
 from ciba_service.core.errors import InvalidAuthorizationDetails
+from ciba_service.core.uri import normalize_uri
 from ciba_service.rfc9396.registry import FieldKind, TypeRegistry
 from ciba_service.rfc9396.vocabulary import COMMON_FIELDS, PLAN_FIELDS, STRING_ARRAY_FIELDS
 from ciba_service.rfc9396.words import is_unsafe_char
@@ -79,6 +80,17 @@ def _check_location(index: int, position: int, location: str) -> None:
         raise _fail(index, f"'locations'[{position}] must be an absolute http(s) URI without fragment")
 
 
+def _check_location_syntax(index: int, position: int, location: str) -> None:
+    # Parsed strictly (core.uri), as the resource server does: urlsplit alone deletes TAB/CR/LF
+    # and strips spaces, so " https://iam.example.test/" would pass _check_location, be shown
+    # as typed, and match https://iam.example.test/ at a resource server that cleans it up.
+    # After _check_text, which names control and format characters more precisely.
+    try:
+        normalize_uri(location)
+    except ValueError:
+        raise _fail(index, f"'locations'[{position}] is not a valid URI") from None
+
+
 def _check_entry(
     index: int,
     entry: Any,
@@ -129,6 +141,8 @@ def _check_entry(
         raise _fail(index, f"nested deeper than {_MAX_DEPTH} levels")
     for field, value in entry.items():
         _check_text(index, field, value)
+    for position, location in enumerate(entry.get("locations", [])):
+        _check_location_syntax(index, position, location)
     try:
         # The entry becomes part of the signed binding document: a value without an RFC 8785
         # form (1e400, integers past 2**53, lone surrogates) could never be approved.

@@ -4,7 +4,9 @@ Framework-free; used by the resource-server verifier (``ciba_service.rs``), by t
 endpoint that binds tokens to the agent's key (``cnf.jkt``), and by agents that make proofs:
 
 - :mod:`~ciba_service.rfc9449.proof`: :func:`create_proof` and :func:`verify_proof`
-  (section 4.3), :class:`DPoPProofError`, :class:`UseDPoPNonce`, :func:`access_token_hash`.
+  (section 4.3), :func:`check_proof` (the same without spending the ``jti``, which the
+  returned :class:`CheckedProof` spends later), :class:`DPoPProofError`,
+  :class:`UseDPoPNonce`, :func:`access_token_hash`.
 - :mod:`~ciba_service.rfc9449.nonce`: :class:`DPoPNonces`, stateless server-provided nonces
   (sections 8 and 9).
 
@@ -20,9 +22,11 @@ from ciba_service.rfc9449.proof import (
     DPOP_TYP,
     MAX_JTI_LENGTH,
     MAX_PROOF_BYTES,
+    CheckedProof,
     DPoPProofError,
     UseDPoPNonce,
     access_token_hash,
+    check_proof,
     create_proof,
     verify_proof,
 )
@@ -33,10 +37,12 @@ __all__ = [
     "MAX_JTI_LENGTH",
     "MAX_PROOF_BYTES",
     "MIN_NONCE_KEY_BYTES",
+    "CheckedProof",
     "DPoPNonces",
     "DPoPProofError",
     "UseDPoPNonce",
     "access_token_hash",
+    "check_proof",
     "create_proof",
     "jwk_thumbprint",
     "public_jwk",

@@ -6,6 +6,17 @@
 - :func:`verify_proof`: section 4.3, one named check per step, each raising
   :class:`DPoPProofError` (``error = "invalid_dpop_proof"``) or :class:`UseDPoPNonce`
   (``"use_dpop_nonce"``); returns the RFC 7638 thumbprint (``jkt``) of the proof's key.
+- :func:`check_proof`: the same checks without spending the proof's ``jti``; the
+  :class:`CheckedProof` it returns is spent later with :meth:`CheckedProof.spend` (the
+  resource server first checks that the token covers the call, so a proof for a call that is
+  refused anyway takes no room in the replay store).
+
+Proofs are parsed as strictly as access tokens: canonical unpadded base64url (RFC 7515 2)
+for every segment and for the key's coordinates, and strict RFC 8259 JSON (orjson): no NaN
+or Infinity, no number that overflows a double, no lone UTF-16 surrogate, no invalid UTF-8.
+Anyone with a key of their own can send a proof (its signature is checked with the key it
+carries), so every value in it is hostile until checked, and each failure is a
+:class:`DPoPProofError`, never another exception.
 
 Callers map :class:`DPoPProofError` to their protocol error at the edge: the token endpoint
 answers 400 ``invalid_dpop_proof`` (RFC 9449 section 5), the resource server 401 with
@@ -14,22 +25,24 @@ answers 400 ``invalid_dpop_proof`` (RFC 9449 section 5), the resource server 401
 
 from __future__ import annotations
 
-import binascii
 import json
 import math
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar
+from urllib.parse import quote
 
+import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from ciba_service.core.replay import ReplayCache
-from ciba_service.core.security import b64url_decode_lenient, b64url_encode, constant_time_eq, new_id, sha256_b64url
+from ciba_service.core.security import b64url_decode, b64url_encode, constant_time_eq, new_id, sha256_b64url
 from ciba_service.core.uri import normalize_uri
 from ciba_service.jose.jwk import jwk_thumbprint, public_jwk
 from ciba_service.jose.signatures import raw_to_der
@@ -39,9 +52,11 @@ __all__ = [
     "DPOP_TYP",
     "MAX_JTI_LENGTH",
     "MAX_PROOF_BYTES",
+    "CheckedProof",
     "DPoPProofError",
     "UseDPoPNonce",
     "access_token_hash",
+    "check_proof",
     "create_proof",
     "verify_proof",
 ]
@@ -52,8 +67,13 @@ DPOP_ALGORITHMS = ("ES256",)
 DPOP_TYP = "dpop+jwt"
 MAX_PROOF_BYTES = 4096
 MAX_JTI_LENGTH = 256
+# Epoch seconds beyond any clock this runs on (year 5138): a larger iat is refused as such.
+_MAX_IAT = 10**11
 _ECDSA = ec.ECDSA(hashes.SHA256())
-_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+_B64URL = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
+# Printable ASCII but space and backslash: what may stay literal in the server's own URL.
+_PRINTABLE_URI_ASCII = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "\\")
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # RFC 7517/7518: members that only a private (or symmetric) key has.
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
@@ -82,7 +102,7 @@ def access_token_hash(access_token: str) -> str:
 @lru_cache(maxsize=512)
 def _p256_key(x: str, y: str) -> ec.EllipticCurvePublicKey:
     """Parse once per key: an agent sends the same ``jwk`` with every proof."""
-    raw_x, raw_y = b64url_decode_lenient(x), b64url_decode_lenient(y)
+    raw_x, raw_y = b64url_decode(x), b64url_decode(y)  # ValueError unless canonical
     if len(raw_x) != 32 or len(raw_y) != 32:
         raise ValueError("P-256 coordinates are 32 bytes")
     # from_encoded_point refuses a point that is not on the curve (invalid-curve attacks).
@@ -125,12 +145,26 @@ def create_proof(
 
 
 # the server side: RFC 9449 section 4.3, one check per step ---------------------------------
-def _decode_json(segment: str, what: str) -> dict[str, Any]:
+def _decode_segment(segment: str, what: str) -> bytes:
+    # Canonical unpadded base64url only, as for access tokens: stops a length of 1 mod 4 (which
+    # the lenient decoder answers with binascii.Error, a 500) and the many spellings of one
+    # signature.
     if not _B64URL.fullmatch(segment):
         raise DPoPProofError(f"DPoP proof {what} is not base64url")
     try:
-        value = json.loads(b64url_decode_lenient(segment))
-    except (ValueError, binascii.Error, RecursionError):
+        return b64url_decode(segment)
+    except ValueError:  # binascii.Error is a ValueError
+        raise DPoPProofError(f"DPoP proof {what} is not base64url") from None
+
+
+def _decode_json(segment: str, what: str) -> dict[str, Any]:
+    # Strict RFC 8259 (orjson, as for access tokens): stops an iat of hundreds of digits
+    # (OverflowError in the arithmetic), NaN/Infinity, and lone surrogates in ath, nonce or
+    # jti (UnicodeEncodeError in the comparisons and in the replay store's key). Nesting is
+    # limited to 1024 by orjson, and the proof to MAX_PROOF_BYTES before we get here.
+    try:
+        value = orjson.loads(_decode_segment(segment, what))
+    except orjson.JSONDecodeError:
         raise DPoPProofError(f"DPoP proof {what} is not JSON") from None
     if not isinstance(value, dict):
         raise DPoPProofError(f"DPoP proof {what} is not a JSON object")
@@ -146,9 +180,7 @@ def _parse(proof: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
         raise DPoPProofError("DPoP proof is not a compact JWS")
     header = _decode_json(parts[0], "header")
     claims = _decode_json(parts[1], "payload")
-    if not _B64URL.fullmatch(parts[2]):
-        raise DPoPProofError("DPoP proof signature is not base64url")
-    signature = b64url_decode_lenient(parts[2])
+    signature = _decode_segment(parts[2], "signature")
     return header, claims, f"{parts[0]}.{parts[1]}".encode("ascii"), signature
 
 
@@ -178,7 +210,7 @@ def _public_key(jwk: Mapping[str, Any]) -> ec.EllipticCurvePublicKey:
         raise DPoPProofError("DPoP proof jwk is malformed")
     try:
         return _p256_key(x, y)
-    except (ValueError, binascii.Error):
+    except ValueError:  # not canonical base64url, not 32 bytes, not on the curve
         raise DPoPProofError("DPoP proof jwk is not a valid P-256 public key") from None
 
 
@@ -201,8 +233,10 @@ def _check_required_claims(claims: Mapping[str, Any], *, with_token: bool) -> No
     for name in ("htm", "htu"):
         if not isinstance(claims.get(name), str):
             raise DPoPProofError(f"DPoP proof has no {name}")
-    iat = claims.get("iat")
-    if not isinstance(iat, int | float) or isinstance(iat, bool) or not math.isfinite(iat):
+    iat: Any = claims.get("iat")
+    kind = type(iat)  # bool is an int subclass, not a JSON number
+    if not (kind is int or (kind is float and math.isfinite(iat))) or abs(iat) > _MAX_IAT:
+        # Bounded as well as finite: the expiry arithmetic stays in range whatever is sent.
         raise DPoPProofError("DPoP proof has no iat")
     if with_token and not isinstance(claims.get("ath"), str):
         raise DPoPProofError("DPoP proof has no ath for the access token")
@@ -214,10 +248,19 @@ def _check_htm(claims: Mapping[str, Any], method: str) -> None:
         raise DPoPProofError("DPoP proof is for another HTTP method")
 
 
+def _request_uri(url: str) -> str:
+    """The server's own request URL, made a URI: frameworks hand over the percent-decoded path
+    (Starlette's ``request.url`` for ``/a%20b`` is ``/a b``), so characters a URI cannot hold
+    literally are percent-encoded here rather than refused. The proof's ``htu``, which the
+    caller wrote, gets no such help: it must be a valid URI (:func:`normalize_uri`)."""
+    return quote(_STRAY_PERCENT.sub("%25", url), safe=_PRINTABLE_URI_ASCII, errors="surrogatepass")
+
+
 def _check_htu(claims: Mapping[str, Any], url: str) -> None:
     # Step 9: compared without query and fragment, after RFC 3986 6.2.2/6.2.3 normalisation.
+    # An htu with whitespace or controls is refused, not cleaned up to match (core.uri).
     try:
-        same = normalize_uri(_strip_query(claims["htu"])) == normalize_uri(_strip_query(url))
+        same = normalize_uri(_strip_query(claims["htu"])) == normalize_uri(_request_uri(_strip_query(url)))
     except ValueError:
         same = False
     if not same:
@@ -258,11 +301,53 @@ def _check_jkt(jkt: str, expected_jkt: str | None) -> None:
         raise DPoPProofError("DPoP proof key does not match the access token's binding")
 
 
-def _consume_jti(claims: Mapping[str, Any], *, jkt: str, replay: ReplayCache, max_age: int, leeway: int) -> None:
-    # Section 11.1: a proof is used once; kept as long as its iat would still be accepted.
-    expires_at = math.ceil(claims["iat"]) + max_age + leeway + 1
-    if not replay.consume(f"dpop|{jkt}|{claims['jti']}", expires_at=expires_at, limit=1):
-        raise DPoPProofError("DPoP proof has already been used")
+@dataclass(frozen=True)
+class CheckedProof:
+    """A proof that passed every check of section 4.3 except single use: :meth:`spend` it
+    (once) when the request it came with is about to be served."""
+
+    jkt: str  # the RFC 7638 thumbprint of the proof's key
+    jti: str
+    expires_at: int  # how long its jti must be remembered (epoch seconds)
+
+    @property
+    def replay_key(self) -> str:
+        return f"dpop|{self.jkt}|{self.jti}"
+
+    def spend(self, replay: ReplayCache) -> None:
+        """Section 11.1: a proof is used once. Raises :class:`DPoPProofError` if it was."""
+        if not replay.consume(self.replay_key, expires_at=self.expires_at, limit=1):
+            raise DPoPProofError("DPoP proof has already been used")
+
+
+def check_proof(
+    proof: str,
+    *,
+    method: str,
+    url: str,
+    access_token: str | None = None,
+    expected_jkt: str | None = None,
+    expected_nonce: str | Callable[[str], bool] | None = None,
+    max_age: int = 60,
+    leeway: int = 30,
+    now: float | None = None,
+) -> CheckedProof:
+    """Every check of :func:`verify_proof` but the last: the proof's ``jti`` is not spent.
+    The caller must :meth:`CheckedProof.spend` it before serving the request."""
+    header, claims, signing_input, signature = _parse(proof)
+    jwk = _check_header(header)
+    key = _public_key(jwk)
+    _check_signature(key, signing_input, signature)
+    _check_required_claims(claims, with_token=access_token is not None)
+    _check_htm(claims, method)
+    _check_htu(claims, url)
+    _check_nonce(claims, expected_nonce)
+    _check_iat(claims, now=time.time() if now is None else now, max_age=max_age, leeway=leeway)
+    _check_ath(claims, access_token)
+    jkt = jwk_thumbprint(jwk)
+    _check_jkt(jkt, expected_jkt)
+    # Kept as long as its iat would still be accepted.
+    return CheckedProof(jkt=jkt, jti=claims["jti"], expires_at=math.ceil(claims["iat"]) + max_age + leeway + 1)
 
 
 def verify_proof(
@@ -287,20 +372,19 @@ def verify_proof(
     The proof's ``jti`` is consumed in ``replay``, so a proof works once. Returns the proof
     key's thumbprint (``jkt``); raises :class:`DPoPProofError` otherwise.
     """
-    header, claims, signing_input, signature = _parse(proof)
-    jwk = _check_header(header)
-    key = _public_key(jwk)
-    _check_signature(key, signing_input, signature)
-    _check_required_claims(claims, with_token=access_token is not None)
-    _check_htm(claims, method)
-    _check_htu(claims, url)
-    _check_nonce(claims, expected_nonce)
-    _check_iat(claims, now=time.time() if now is None else now, max_age=max_age, leeway=leeway)
-    _check_ath(claims, access_token)
-    jkt = jwk_thumbprint(jwk)
-    _check_jkt(jkt, expected_jkt)
-    _consume_jti(claims, jkt=jkt, replay=replay, max_age=max_age, leeway=leeway)
-    return jkt
+    checked = check_proof(
+        proof,
+        method=method,
+        url=url,
+        access_token=access_token,
+        expected_jkt=expected_jkt,
+        expected_nonce=expected_nonce,
+        max_age=max_age,
+        leeway=leeway,
+        now=now,
+    )
+    checked.spend(replay)
+    return checked.jkt
 
 
 def _shown(value: Any) -> str:

@@ -4,8 +4,9 @@ running. The guide is ``RESOURCE_SERVER.md``; everything a resource server needs
     from ciba_service.rs import JwksCache, RequestedAction, TokenVerifier
 
 - :mod:`~ciba_service.rs.verifier`: :class:`TokenVerifier`, :class:`VerifiedToken`.
-- :mod:`~ciba_service.rs.matching`: :class:`RequestedAction`, :class:`FieldRule`,
-  :func:`action_matches`.
+- :mod:`~ciba_service.rs.matching`: :class:`RequestedAction` (and
+  :class:`InvalidRequestedAction`, raised when one is built from values JSON cannot carry),
+  :class:`FieldRule`, :func:`action_matches`.
 - :mod:`~ciba_service.rs.errors`: :class:`ResourceError` and its subclasses.
 - :mod:`~ciba_service.rs.introspection`: :class:`TokenIntrospection` (RFC 7662).
 - :mod:`~ciba_service.rs.replay`: :class:`RedisReplayCache`; :class:`InMemoryReplayCache` and
@@ -25,6 +26,7 @@ from ciba_service.rs.errors import (
     InsufficientAuthorization,
     InsufficientUserAuthentication,
     InvalidDPoPProof,
+    InvalidRequest,
     InvalidToken,
     MissingToken,
     ResourceError,
@@ -32,7 +34,14 @@ from ciba_service.rs.errors import (
     UseDPoPNonce,
 )
 from ciba_service.rs.introspection import TokenIntrospection
-from ciba_service.rs.matching import Comparator, FieldRule, FieldRules, RequestedAction, action_matches
+from ciba_service.rs.matching import (
+    Comparator,
+    FieldRule,
+    FieldRules,
+    InvalidRequestedAction,
+    RequestedAction,
+    action_matches,
+)
 from ciba_service.rs.replay import RedisReplayCache
 from ciba_service.rs.verifier import TokenVerifier, VerifiedToken
 
@@ -45,6 +54,8 @@ __all__ = [
     "InsufficientAuthorization",
     "InsufficientUserAuthentication",
     "InvalidDPoPProof",
+    "InvalidRequest",
+    "InvalidRequestedAction",
     "InvalidToken",
     "JwksCache",
     "JwksUnavailable",

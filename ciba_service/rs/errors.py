@@ -3,6 +3,7 @@
 section 3, carrying the ``authorization_details`` the call needs::
 
     ResourceError
+    ├── InvalidRequest                   400 invalid_request (the call cannot be described as an action)
     ├── MissingToken                     401, no error code (RFC 6750 3.1)
     ├── InvalidToken                     401 invalid_token
     ├── InvalidDPoPProof                 401 invalid_dpop_proof (DPoP scheme)
@@ -10,6 +11,10 @@ section 3, carrying the ``authorization_details`` the call needs::
     ├── InsufficientUserAuthentication   401 insufficient_user_authentication (RFC 9470)
     ├── InsufficientAuthorization        403 insufficient_scope
     └── ResourceUnavailable              503, a store or the introspection endpoint is down
+
+Every refusal renders: the ``authorization_details`` it echoes is kept as a plain-JSON copy
+(left out if it is not JSON), the challenge carries it only up to :data:`MAX_CHALLENGE_DETAILS`
+characters and the body up to :data:`MAX_BODY_DETAILS` bytes.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ from ciba_service.core.security import b64url_encode
 from ciba_service.rfc9449.proof import DPOP_ALGORITHMS
 
 __all__ = [
+    "MAX_BODY_DETAILS",
+    "MAX_CHALLENGE_DETAILS",
     "InsufficientAuthorization",
     "InsufficientUserAuthentication",
     "InvalidDPoPProof",
+    "InvalidRequest",
     "InvalidToken",
     "MissingToken",
     "ResourceError",
@@ -34,6 +42,12 @@ __all__ = [
 ]
 
 _UNSAFE_IN_QUOTED = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
+# The authorization_details auth-param (base64url) is left out of WWW-Authenticate beyond
+# this many characters: a 200 KB request field made a 533 KB header, which proxies answer with
+# 502 (nginx's default limit for all response headers is 4 to 8 KB). The body keeps its copy
+# up to MAX_BODY_DETAILS bytes of JSON.
+MAX_CHALLENGE_DETAILS = 4096
+MAX_BODY_DETAILS = 16_384
 
 
 def _quoted(value: str) -> str:
@@ -42,10 +56,17 @@ def _quoted(value: str) -> str:
     return '"' + _UNSAFE_IN_QUOTED.sub("?", value) + '"'
 
 
-def _encode_details(details: list[dict[str, Any]]) -> str:
-    # default=str: a resource server's own values (a Decimal amount) must not break the answer.
-    text = json.dumps(details, separators=(",", ":"), ensure_ascii=True, default=str)
-    return b64url_encode(text.encode("ascii"))
+def _plain_json(value: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A plain-JSON copy of ``value``, or None when it is not JSON (NaN, Decimal, bytes, a
+    lone surrogate, a cycle, ...). Strict, as Starlette's JSONResponse is (allow_nan=False,
+    UTF-8): a value that copies here renders there, so a refusal never becomes a 500."""
+    try:
+        text = json.dumps(dict(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text.encode("utf-8")
+        copy: dict[str, Any] = json.loads(text)
+    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return None
+    return copy
 
 
 class ResourceError(Exception):
@@ -69,10 +90,32 @@ class ResourceError(Exception):
         required: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(description)
-        self.description = description
+        # Lone surrogates (from a hostile value quoted in a message) would fail the body's
+        # UTF-8 encoding: replaced, so the refusal still renders.
+        self.description = description.encode("utf-8", "replace").decode("utf-8")
         self.realm = realm
         self.scheme = scheme
-        self.required: dict[str, Any] | None = dict(required) if required is not None else None
+        self.required = required
+
+    @property
+    def required(self) -> dict[str, Any] | None:
+        return self._required
+
+    @required.setter
+    def required(self, value: Mapping[str, Any] | None) -> None:
+        # Copied as plain JSON when set (or left out if it is not JSON), so rendering the
+        # refusal cannot fail, whoever built the value.
+        self._required = _plain_json(value) if value is not None else None
+        self._challenge_details: str | None = None
+        self._body_details: list[dict[str, Any]] | None = None
+        if self._required is not None:
+            compact = json.dumps([self._required], separators=(",", ":"), ensure_ascii=True)
+            if len(compact) <= MAX_BODY_DETAILS:  # ASCII: characters are bytes
+                self._body_details = [self._required]
+            if len(compact) <= MAX_CHALLENGE_DETAILS:  # else its encoding, longer, is too long
+                encoded = b64url_encode(compact.encode("ascii"))
+                if len(encoded) <= MAX_CHALLENGE_DETAILS:
+                    self._challenge_details = encoded
 
     def challenge_params(self) -> list[tuple[str, str]]:
         """Extra auth-params a subclass adds (RFC 9470 ``acr_values``, ``max_age``)."""
@@ -85,8 +128,8 @@ class ResourceError(Exception):
         params += [(name, _quoted(value)) for name, value in self.challenge_params()]
         if scheme == "DPoP":
             params.append(("algs", _quoted(" ".join(DPOP_ALGORITHMS))))
-        if self.required is not None:
-            params.append(("authorization_details", _quoted(_encode_details([self.required]))))
+        if self._challenge_details is not None:
+            params.append(("authorization_details", _quoted(self._challenge_details)))
         return f"{scheme} " + ", ".join(f"{name}={value}" for name, value in params)
 
     def www_authenticate(self) -> str | None:
@@ -94,9 +137,9 @@ class ResourceError(Exception):
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.error, "error_description": self.description}
-        if self.required is not None:
+        if self._body_details is not None:
             # Tells the agent which authorization_details to request so it need not guess.
-            body["authorization_details"] = [self.required]
+            body["authorization_details"] = self._body_details
         return body
 
     def headers(self) -> dict[str, str]:
@@ -105,6 +148,15 @@ class ResourceError(Exception):
         if challenge is not None:
             headers["WWW-Authenticate"] = challenge
         return headers
+
+
+class InvalidRequest(ResourceError):
+    """RFC 6750 3.1 ``invalid_request``: the call cannot be checked against an approval (the
+    resource server could not describe it as an ``authorization_details`` entry, e.g. the
+    request body held a value JSON cannot carry)."""
+
+    error = "invalid_request"
+    status_code = 400
 
 
 class MissingToken(ResourceError):

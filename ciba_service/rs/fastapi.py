@@ -13,7 +13,9 @@
         ...
 
 ``action_for`` receives the path parameters it names; it may also take ``request`` (the
-Starlette request, e.g. to read the body) and may be ``async``. The dependency hands the
+Starlette request, e.g. to read the body) and may be ``async``. If the action it builds
+cannot be an ``authorization_details`` entry (:class:`InvalidRequestedAction`, e.g. a NaN read
+from the body), the answer is ``400 invalid_request``. The dependency hands the
 ``Authorization`` header, the method, the URL and the ``DPoP`` header to
 :meth:`TokenVerifier.verify_request`, so DPoP-bound tokens work without extra code.
 
@@ -34,8 +36,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from ciba_service.rs.errors import MissingToken, ResourceError
-from ciba_service.rs.matching import RequestedAction
+from ciba_service.rs.errors import InvalidRequest, MissingToken, ResourceError
+from ciba_service.rs.matching import InvalidRequestedAction, RequestedAction
 from ciba_service.rs.verifier import TokenVerifier, VerifiedToken
 
 __all__ = ["bearer_token", "install_error_handler", "request_url", "require_action"]
@@ -80,8 +82,16 @@ def require_action(
         }
         if "request" in names:
             kwargs["request"] = request
-        built = action_for(**kwargs)
-        action = await built if inspect.isawaitable(built) else built
+        try:
+            built = action_for(**kwargs)
+            action = await built if inspect.isawaitable(built) else built
+        except InvalidRequestedAction as exc:
+            # The action is usually built from the request (its body, its path): a value the
+            # caller sent that JSON cannot carry (NaN, 1e999) is the caller's error, a 400,
+            # not a 500.
+            raise InvalidRequest(
+                f"the request cannot be checked against an approval: {exc}", realm=verifier.realm
+            ) from None
         # The JWKS fetch, Redis and introspection may block: keep them off the event loop.
         verified = await run_in_threadpool(
             verifier.verify_request,

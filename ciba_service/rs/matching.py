@@ -10,6 +10,7 @@ The common and plan fields are those of :mod:`ciba_service.rfc9396.vocabulary`.
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,9 +25,97 @@ __all__ = [
     "Comparator",
     "FieldRule",
     "FieldRules",
+    "InvalidRequestedAction",
     "RequestedAction",
     "action_matches",
 ]
+
+
+class InvalidRequestedAction(TypeError, ValueError):
+    """A :class:`RequestedAction` that cannot be an ``authorization_details`` entry: a value
+    JSON cannot carry (NaN, Infinity, ``Decimal``, bytes, a set, a non-string key, a lone
+    surrogate, an integer beyond 64 bits), or a common field of the wrong type.
+
+    Both a ``TypeError`` and a ``ValueError``. Raised when the action is built, so the
+    mistake shows where it is made; the FastAPI glue answers it ``400 invalid_request``
+    (the values often come from the request body, which the caller chose).
+    """
+
+
+# Limits of what a requested action may hold (see _json_copy).
+_MAX_FIELD_DEPTH = 32
+_MAX_INT = 2**64
+
+
+def _where(path: tuple[str | int, ...]) -> str:
+    # Names the offending member without echoing values (they may be huge or hostile).
+    head, *rest = path
+    return f"RequestedAction.{head}" + "".join(f"[{p}]" if isinstance(p, int) else f"[{_short(p)!r}]" for p in rest)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _checked_text(value: str, path: tuple[str | int, ...]) -> str:
+    if type(value) is str and value.isascii():  # the common case, cheaply
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate: not JSON text, and Starlette's JSON response cannot encode it.
+        raise InvalidRequestedAction(f"{_where(path)}: a string with a lone UTF-16 surrogate") from None
+    return value if type(value) is str else str.__str__(value)
+
+
+def _json_copy(value: Any, path: tuple[str | int, ...], depth: int = 0) -> Any:
+    """A plain-JSON copy of ``value`` (dicts, lists, str, int, float, bool, None), or
+    :class:`InvalidRequestedAction`. A refusal echoes the action in its body and challenge:
+    a value JSON cannot carry would make that answer fail to render (a 500 instead of 401)."""
+    if depth > _MAX_FIELD_DEPTH:
+        raise InvalidRequestedAction(f"{_where(path)}: nested deeper than {_MAX_FIELD_DEPTH} levels")
+    if value is None or value is True or value is False:
+        return value
+    if isinstance(value, str):
+        return _checked_text(value, path)
+    if isinstance(value, int):  # bool was handled above
+        if not -_MAX_INT < value < _MAX_INT:
+            # A token cannot carry such an integer (orjson reads it as a double), so it could
+            # never match; and beyond 4300 digits it cannot even be written.
+            raise InvalidRequestedAction(f"{_where(path)}: an integer beyond 64 bits")
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidRequestedAction(f"{_where(path)}: NaN and Infinity are not JSON numbers")
+        return float(value)
+    if type(value) is dict or isinstance(value, Mapping):
+        copy: dict[str, Any] = {}
+        for name, member in value.items():
+            if not isinstance(name, str):
+                raise InvalidRequestedAction(
+                    f"{_where(path)}: a key of type {type(name).__name__}; JSON object keys are strings"
+                )
+            key = _checked_text(name, (*path, name))
+            copy[key] = _json_copy(member, (*path, name), depth + 1)
+        return copy
+    if isinstance(value, list | tuple):
+        return [_json_copy(item, (*path, index), depth + 1) for index, item in enumerate(value)]
+    hint = " (use a decimal string such as '7.50', or a number)" if isinstance(value, Decimal) else ""
+    raise InvalidRequestedAction(f"{_where(path)}: {type(value).__name__} is not a JSON value{hint}")
+
+
+def _check_strings(name: str, value: Any) -> None:
+    kind = type(value)
+    if kind is not list and kind is not tuple and (isinstance(value, str | bytes) or not isinstance(value, Sequence)):
+        # A bare string is a sequence of characters: actions="update" would be read as
+        # ["u", "p", ...].
+        raise InvalidRequestedAction(f"RequestedAction.{name} must be a list of strings, not {type(value).__name__}")
+    for index, item in enumerate(value):
+        if type(item) is str and item.isascii():
+            continue
+        if not isinstance(item, str):
+            raise InvalidRequestedAction(f"RequestedAction.{name}[{index}] is a {type(item).__name__}, not a string")
+        _checked_text(item, (name, index))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +125,11 @@ class RequestedAction:
     ``fields`` are the type-specific fields of the operation (``{"instructedAmount":
     {"currency": "EUR", "amount": "7.50"}}``), compared with the approved entry's fields
     exactly or by the verifier's :class:`FieldRule` for the type.
+
+    Checked when built: ``type`` a non-empty string, ``identifier`` a string or None, the
+    list fields lists of strings, ``fields`` a JSON object. ``fields`` is kept as a plain-JSON
+    copy (later changes to the mapping passed in do not reach it). Anything JSON cannot carry
+    raises :class:`InvalidRequestedAction`.
     """
 
     type: str
@@ -45,6 +139,27 @@ class RequestedAction:
     datatypes: Sequence[str] = ()
     privileges: Sequence[str] = ()
     fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Every refusal renders this action (body and WWW-Authenticate): a value JSON cannot
+        # carry turned a refusal into a 500, reachable without a token. Refused here instead.
+        if not isinstance(self.type, str) or not self.type:
+            raise InvalidRequestedAction("RequestedAction.type must be a non-empty string")
+        _checked_text(self.type, ("type",))
+        _check_strings("actions", self.actions)
+        for name in ("locations", "datatypes", "privileges"):
+            value = getattr(self, name)
+            if value != ():  # the default
+                _check_strings(name, value)
+        if self.identifier is not None:
+            if not isinstance(self.identifier, str):
+                raise InvalidRequestedAction(
+                    f"RequestedAction.identifier must be a string or None, not {type(self.identifier).__name__}"
+                )
+            _checked_text(self.identifier, ("identifier",))
+        if not isinstance(self.fields, Mapping):
+            raise InvalidRequestedAction(f"RequestedAction.fields must be a mapping, not {type(self.fields).__name__}")
+        object.__setattr__(self, "fields", _json_copy(self.fields, ("fields",)) if self.fields else {})
 
     def as_authorization_details(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"type": self.type, "actions": list(self.actions)}
@@ -97,7 +212,9 @@ class FieldRule(enum.StrEnum):
 
 # Every integer up to 2**53 has an exact double (RFC 7493 2.2); beyond it doubles are rounded.
 _EXACT_DOUBLE = float(2**53)
-_DECIMAL = re.compile(r"-?\d{1,30}(\.\d{1,30})?")
+# ASCII digits only: \d (and Decimal) also read Arabic-Indic or fullwidth digits (U+0665 U+0660) as
+# 50, a quantity the approval page did not show as one.
+_DECIMAL = re.compile(r"-?[0-9]{1,30}(\.[0-9]{1,30})?", re.ASCII)
 
 
 def _quantity(value: Any) -> Decimal | None:
@@ -131,7 +248,9 @@ def _at_least(approved: Any, requested: Any) -> bool:
 
 
 def _subset_of(approved: Any, requested: Any) -> bool:
-    if not isinstance(approved, list) or not isinstance(requested, list):
+    # A non-empty subset: many APIs read "no columns" as "all columns", so an empty request
+    # is not taken as inside any approval (ask with FieldRule.EXACT to approve [] as such).
+    if not isinstance(approved, list) or not isinstance(requested, list) or not requested:
         return False
     return all(any(_same_json(item, allowed) for allowed in approved) for item in requested)
 

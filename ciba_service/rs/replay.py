@@ -34,13 +34,15 @@ return 1
 
 
 class _Script(Protocol):
-    def __call__(self, keys: list[str], args: list[int]) -> Any: ...
+    def __call__(self, keys: list[bytes], args: list[int]) -> Any: ...
 
 
 class RedisClient(Protocol):
     """What :class:`RedisReplayCache` needs of a client: ``redis.Redis`` satisfies it."""
 
     def register_script(self, script: str) -> Any: ...
+
+    def get(self, name: bytes) -> Any: ...
 
 
 class RedisReplayCache(ReplayCache):
@@ -81,6 +83,23 @@ class RedisReplayCache(ReplayCache):
             return False
         ttl = max(1, math.ceil(expires_at - self._clock()))
         try:
-            return bool(self._script(keys=[self._prefix + key], args=[limit, ttl]))
+            return bool(self._script(keys=[self._name(key)], args=[limit, ttl]))
         except self._errors as exc:
             raise ReplayStoreUnavailable(f"replay store unavailable: {type(exc).__name__}") from None
+
+    def uses(self, key: str) -> int:
+        try:
+            value = self._client.get(self._name(key))
+        except self._errors as exc:
+            raise ReplayStoreUnavailable(f"replay store unavailable: {type(exc).__name__}") from None
+        try:
+            return int(value) if value is not None else 0
+        except (TypeError, ValueError):  # not a counter of ours: fail closed
+            raise ReplayStoreUnavailable("replay store holds an unexpected value") from None
+
+    def _name(self, key: str) -> bytes:
+        # The key is encoded here, not by redis-py, which encodes strictly: a lone surrogate
+        # in a key (from a value a caller did not check) raised UnicodeEncodeError, a 500
+        # that also escaped the fail-closed 503. "surrogatepass" is one-to-one and equal to
+        # UTF-8 for every valid string, so existing keys are unchanged.
+        return (self._prefix + key).encode("utf-8", "surrogatepass")

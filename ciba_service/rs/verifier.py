@@ -5,15 +5,19 @@
 1. size and compact-JWS structure;
 2. header: ``alg`` on the allow-list, ``typ`` ``at+jwt`` (RFC 9068), no key-carrying headers;
 3. signature against the issuer's JWKS (cached, refreshed on unknown ``kid``);
-4. ``iss``, ``aud``, ``exp``/``nbf``/``iat`` with a small leeway, ``jti``;
+4. the RFC 9068 claims with their JSON types: ``iss``, ``aud``, ``sub``, ``client_id``,
+   ``exp``/``iat`` (and ``nbf`` if present) with a small leeway, ``jti``; a lifetime of at
+   most ``max_lifetime`` (300 s by default, the most the service issues);
 5. sender constraint: a token with ``cnf.jkt`` needs a DPoP proof by that key (RFC 9449),
    carrying a nonce this server handed out when ``dpop_nonces`` is set (RFC 9449 section 9);
+   every check of the proof but its single use;
 6. optionally the authentication level (RFC 9470: ``acr``, ``auth_time``);
 7. the exact action about to be performed, against ``authorization_details`` (RFC 9396),
    each entry within its execution window (``not_before``/``not_after``);
 8. optionally that the issuer still calls the token active (RFC 7662 introspection);
-9. consumption: each entry at most ``max_uses`` times (default once), per (``jti``, entry),
-   so one token carries a multi-step plan that can be run step by step but never repeated.
+9. the DPoP proof's ``jti`` is spent, if a use of the token is left;
+10. consumption: each entry at most ``max_uses`` times (default once), per (``jti``, entry),
+    so one token carries a multi-step plan that can be run step by step but never repeated.
 
 Matching (:func:`~ciba_service.rs.matching.action_matches`) is specified in
 ``RESOURCE_SERVER.md``: the action is covered only when it is inside the approval on every
@@ -23,7 +27,6 @@ which render their own ``WWW-Authenticate`` challenges.
 
 from __future__ import annotations
 
-import binascii
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,7 +39,7 @@ from ciba_service import rfc9449 as dpop
 from ciba_service.core.replay import InMemoryReplayCache, ReplayCache, ReplayStoreUnavailable
 from ciba_service.core.security import b64url_decode, constant_time_eq
 from ciba_service.jose.jwks import JwksUnavailable, KeySource
-from ciba_service.rfc9449 import DPoPNonces, DPoPProofError, verify_proof
+from ciba_service.rfc9449 import MAX_JTI_LENGTH, CheckedProof, DPoPNonces, DPoPProofError, check_proof
 from ciba_service.rs.errors import (
     InsufficientAuthorization,
     InsufficientUserAuthentication,
@@ -66,7 +69,19 @@ class VerifiedToken:
 
     @property
     def subject(self) -> str:
-        return str(self.claims.get("sub"))
+        """The user who approved (``sub``): checked to be a non-empty string, never "None"."""
+        subject = self.claims["sub"]
+        if not isinstance(subject, str):  # only if built by hand, not by the verifier
+            raise TypeError("the token's sub is not a string")
+        return subject
+
+    @property
+    def client_id(self) -> str:
+        """The agent the token was issued to (RFC 9068 ``client_id``)."""
+        client_id = self.claims["client_id"]
+        if not isinstance(client_id, str):
+            raise TypeError("the token's client_id is not a string")
+        return client_id
 
 
 _FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c", "crit")
@@ -74,7 +89,7 @@ _HEADER_CACHE_SIZE = 64
 
 
 class _NonceCheck:
-    """One proof's nonce check, given to ``verify_proof`` as ``expected_nonce`` (which calls
+    """One proof's nonce check, given to ``check_proof`` as ``expected_nonce`` (which calls
     it after the signature and before the proof's ``jti`` is consumed). The clock is read
     once, so the nonce handed back and the nonces accepted belong to the same bucket."""
 
@@ -96,6 +111,10 @@ class _NonceCheck:
 def _is_number(value: Any) -> bool:
     kind = type(value)  # bool is an int subclass but not a JSON number
     return kind is int or (kind is float and math.isfinite(value))
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
 
 
 def _shown(value: Any) -> str:
@@ -125,7 +144,7 @@ class TokenVerifier:
         algorithms: Sequence[str] = ("ES256",),
         accepted_typ: Sequence[str] = ("at+jwt", "application/at+jwt"),
         leeway: int = 30,
-        max_lifetime: int = 3600,
+        max_lifetime: int = 300,
         max_token_bytes: int = 16_384,
         realm: str = "api",
         clock: Callable[[], float] = time.time,
@@ -178,7 +197,7 @@ class TokenVerifier:
     def _decode_part(self, part: str, what: str) -> bytes:
         try:
             return b64url_decode(part)
-        except (ValueError, binascii.Error):  # UnicodeEncodeError is a ValueError
+        except ValueError:  # binascii.Error and UnicodeEncodeError are ValueErrors
             raise self._invalid(f"malformed token {what}") from None
 
     def _json(self, raw: bytes, what: str) -> dict[str, Any]:
@@ -245,28 +264,46 @@ class TokenVerifier:
 
     # -- 4: claims
     def check_claims(self, claims: Mapping[str, Any], *, now: float | None = None) -> None:
+        """RFC 9068 2.2: the required claims, each with its JSON type. A member present with
+        the value null is not read as absent: ``nbf: null`` is refused like any non-number."""
         if now is None:
             now = self._clock()
-        if claims.get("iss") != self.issuer:
+        iss = claims.get("iss")
+        if not isinstance(iss, str) or iss != self.issuer:
             raise self._invalid("token issuer is not trusted here")
+        # RFC 7519 4.1.3: a string or an array of strings; anything else is no audience.
         aud = claims.get("aud")
-        if not (aud == self.audience or (isinstance(aud, list) and self.audience in aud)):
+        if isinstance(aud, list):
+            intended = all(isinstance(a, str) for a in aud) and self.audience in aud
+        else:
+            intended = isinstance(aud, str) and aud == self.audience
+        if not intended:
             raise self._invalid("token is not intended for this resource server")
+        # RFC 9068 2.2 requires sub and client_id: a token without a subject must not be
+        # accepted as the approval of a user (VerifiedToken.subject was the string "None").
+        if not _is_text(claims.get("sub")):
+            raise self._invalid("token has no sub")
+        if not _is_text(claims.get("client_id")):
+            raise self._invalid("token has no client_id")
         exp: Any = claims.get("exp")
         iat: Any = claims.get("iat")
-        nbf: Any = claims.get("nbf")
         if not _is_number(exp) or not _is_number(iat):
             raise self._invalid("token lacks exp or iat")
         if now >= exp + self.leeway:
             raise self._invalid("token has expired")
-        if nbf is not None and (not _is_number(nbf) or now + self.leeway < nbf):
-            raise self._invalid("token is not yet valid")
+        if "nbf" in claims:
+            nbf: Any = claims["nbf"]
+            if not _is_number(nbf) or now + self.leeway < nbf:
+                raise self._invalid("token is not yet valid")
         if iat > now + self.leeway:
             raise self._invalid("token was issued in the future")
+        # The issuer promises at most max_lifetime (300 s): a longer-lived token is not one it
+        # minted, or a stolen one would stay useful longer than promised.
         if exp - iat > self.max_lifetime:
             raise self._invalid("token lifetime is longer than accepted")
-        jti = claims.get("jti")
-        if not isinstance(jti, str) or not jti:
+        # Bounded like a DPoP proof's jti: it becomes part of the replay store's keys.
+        jti: Any = claims.get("jti")
+        if not _is_text(jti) or len(jti) > MAX_JTI_LENGTH:
             raise self._invalid("token has no jti")
         if not isinstance(claims.get("authorization_details"), list):
             raise self._invalid("token carries no authorization_details")
@@ -281,16 +318,19 @@ class TokenVerifier:
         method: str | None,
         url: str | None,
         dpop_proof: str | None,
-    ) -> tuple[str | None, str | None]:
-        """The proof key's ``jkt`` (None for an unbound token) and a fresh nonce to send back."""
-        cnf = claims.get("cnf")
+    ) -> tuple[CheckedProof | None, str | None]:
+        """The checked, not yet spent, proof (None for an unbound token) and a fresh nonce to
+        send back."""
         presented_as_dpop = scheme is not None and scheme.lower() == "dpop"
-        if cnf is None:
+        # "cnf": null is not "absent": a binding the issuer wrote but we cannot read is
+        # refused below, never taken for a bearer token.
+        if "cnf" not in claims:
             if presented_as_dpop:
                 raise self._invalid("the token is not DPoP-bound; present it with the Bearer scheme")
             if self.require_dpop:
                 raise self._invalid("only DPoP-bound tokens are accepted here")
             return None, None
+        cnf = claims["cnf"]
         # Only cnf.jkt is understood; a token bound some other way (mTLS x5t#S256) is refused
         # rather than accepted as a bearer token.
         if not isinstance(cnf, dict) or cnf.keys() != {"jkt"} or not isinstance(cnf["jkt"], str):
@@ -307,11 +347,12 @@ class TokenVerifier:
             )
         nonce_check = _NonceCheck(self.dpop_nonces) if self.dpop_nonces is not None else None
         try:
-            jkt = verify_proof(
+            # Every check but single use: the jti is spent only once the token is known to
+            # cover the call (_spend_proof), so refused calls take no room in the store.
+            proof = check_proof(
                 dpop_proof,
                 method=method,
                 url=url,
-                replay=self.replay,
                 access_token=token,
                 expected_jkt=cnf["jkt"],
                 expected_nonce=nonce_check,
@@ -323,7 +364,7 @@ class TokenVerifier:
             if isinstance(exc, dpop.UseDPoPNonce) and nonce_check is not None:
                 raise UseDPoPNonce(exc.description, nonce=nonce_check.current, realm=self.realm) from None
             raise InvalidDPoPProof(exc.description, realm=self.realm) from None
-        return jkt, nonce_check.fresh if nonce_check is not None else None
+        return proof, nonce_check.fresh if nonce_check is not None else None
 
     # -- 6: authentication level (RFC 9470)
     def _check_authentication(self, claims: Mapping[str, Any]) -> None:
@@ -347,8 +388,10 @@ class TokenVerifier:
     # -- 7: the action and the plan's windows
     def _window_problem(self, entry: Mapping[str, Any], index: int, now: float) -> str | None:
         not_before, not_after = entry.get("not_before"), entry.get("not_after")
-        for name, value in (("not_before", not_before), ("not_after", not_after)):
-            if value is not None and not _is_number(value):
+        for name in ("not_before", "not_after"):
+            # Present means a number: "not_after": null read as absent would make a bounded
+            # approval unbounded.
+            if name in entry and not _is_number(entry[name]):
                 raise self._invalid(f"authorization_details[{index}] has an invalid {name}")
         # No leeway: the window is the user's decision, not a clock-skew allowance.
         if not_before is not None and now < not_before:
@@ -384,13 +427,47 @@ class TokenVerifier:
 
     # -- 9: consumption
     def _limit(self, entry: Mapping[str, Any], index: int) -> int:
-        asked = entry.get("max_uses")
         ceiling = self.max_uses.get(str(entry.get("type")), 1)
-        if asked is None:
+        if "max_uses" not in entry:
             return ceiling
+        asked = entry["max_uses"]
+        # "max_uses": null is refused, not read as absent: absent means the type's ceiling,
+        # so null would grant more uses than an entry that says anything at all.
         if not isinstance(asked, int) or isinstance(asked, bool) or asked < 1:
             raise self._invalid(f"authorization_details[{index}] has an invalid max_uses")
         return min(asked, ceiling)
+
+    def _entry_limit(self, entry: Mapping[str, Any], index: int) -> int:
+        return 1 if not self.max_uses and "max_uses" not in entry else self._limit(entry, index)
+
+    def _used_up(self, claims: Mapping[str, Any]) -> InvalidToken:
+        if len(claims["authorization_details"]) == 1:
+            return self._invalid("token has already been used")
+        return self._invalid("this step of the approved plan has already been used")
+
+    def _spend_proof(
+        self, claims: Mapping[str, Any], usable: list[tuple[int, dict[str, Any]]], proof: CheckedProof
+    ) -> None:
+        # Stops one bound token filling the replay store (after which the in-memory store
+        # fails closed, 503 for every user): a proof's jti is recorded only for a call the
+        # token covers (matched before this) and only while a use of a covering entry is left
+        # (asked without recording, when the store can tell). Calls refused for either reason
+        # record nothing, so one token adds at most about one record per approved use.
+        jti = claims["jti"]
+        left = False
+        for index, entry in usable:
+            used = self.replay.uses(f"{self._key_prefix}{jti}#{index}")
+            if used is None or used < self._entry_limit(entry, index):
+                left = True
+                break
+        if not left:
+            if self.replay.uses(proof.replay_key):  # a replayed request: said as before
+                raise InvalidDPoPProof("DPoP proof has already been used", realm=self.realm)
+            raise self._used_up(claims)
+        try:
+            proof.spend(self.replay)  # RFC 9449 11.1: a proof works once
+        except DPoPProofError as exc:
+            raise InvalidDPoPProof(exc.description, realm=self.realm) from None
 
     def _consume(
         self, claims: Mapping[str, Any], usable: list[tuple[int, dict[str, Any]]]
@@ -398,12 +475,10 @@ class TokenVerifier:
         expires_at = math.ceil(claims["exp"]) + self.leeway
         jti = claims["jti"]
         for index, entry in usable:
-            limit = 1 if not self.max_uses and "max_uses" not in entry else self._limit(entry, index)
+            limit = self._entry_limit(entry, index)
             if self.replay.consume(f"{self._key_prefix}{jti}#{index}", expires_at=expires_at, limit=limit):
                 return index, entry
-        if len(claims["authorization_details"]) == 1:
-            raise self._invalid("token has already been used")
-        raise self._invalid("this step of the approved plan has already been used")
+        raise self._used_up(claims)
 
     # -- the pipeline
     def verify(
@@ -428,18 +503,21 @@ class TokenVerifier:
             dpop_scheme = dpop_scheme or "cnf" in claims  # a bound token is answered in DPoP terms
             now = self._clock()
             self.check_claims(claims, now=now)
-            jkt = dpop_nonce = None
+            proof = dpop_nonce = None
             if dpop_scheme or self.require_dpop:
-                jkt, dpop_nonce = self._check_binding(
+                proof, dpop_nonce = self._check_binding(
                     claims, token, scheme=scheme, method=method, url=url, dpop_proof=dpop_proof
                 )
             if self._step_up:
                 self._check_authentication(claims)
             usable = self.match(claims, action, now=now)
-            # Checked after the cheap local refusals, before a use is recorded: a revoked
-            # token does not burn a step.
+            # Checked after the cheap local refusals, before anything is recorded: a revoked
+            # token does not burn a step (nor a proof).
             if self.introspection is not None and not self.introspection.is_active(token):
                 raise self._invalid("token has been revoked")
+            # The proof's jti is spent before the use, so a replayed proof burns no step.
+            if proof is not None:
+                self._spend_proof(claims, usable, proof)
             # Consumed last, so a call the token does not cover doesn't burn it.
             index, entry = self._consume(claims, usable)
         except ReplayStoreUnavailable as exc:
@@ -451,6 +529,7 @@ class TokenVerifier:
             if dpop_scheme and exc.scheme == "Bearer":
                 exc.scheme = "DPoP"
             raise
+        jkt = proof.jkt if proof is not None else None
         return VerifiedToken(claims=claims, entry=entry, entry_index=index, jkt=jkt, dpop_nonce=dpop_nonce)
 
     def verify_request(

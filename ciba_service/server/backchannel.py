@@ -1,6 +1,12 @@
 """The backchannel authentication endpoint (CIBA Core 1.0, section 7), as a list of small
 named checks. :func:`validate_backchannel_request` runs them top to bottom in the order of
-the spec section; each raises exactly one protocol error."""
+the spec section; each raises exactly one protocol error.
+
+The checks that depend on who the client is (its grant types, scopes and authorization_details
+types: :func:`check_client_policy`) are separate from the ones that do not, so a mode that
+learns who the client is only later (keycloak mode: Keycloak authenticates the client) can run
+the first kind before and the second kind after authentication, and never tell an
+unauthenticated caller what a client may request."""
 
 from __future__ import annotations
 
@@ -12,9 +18,10 @@ from typing import Any
 
 import jwt
 
-from ciba_service.config import Settings
+from ciba_service.config import ClientConfig, Settings
 from ciba_service.core.errors import (
     ExpiredLoginHintToken,
+    InvalidAuthorizationDetails,
     InvalidBindingMessage,
     InvalidRequest,
     InvalidScope,
@@ -28,11 +35,16 @@ from ciba_service.server.client_auth import AuthenticatedClient
 
 __all__ = [
     "ValidatedBackchannelRequest",
+    "check_authorization_details",
+    "check_authorization_details_allowed",
     "check_binding_message",
     "check_client_may_use_ciba",
+    "check_client_policy",
     "check_hint",
+    "check_one_hint",
     "check_requested_expiry",
     "check_scope",
+    "check_scope_allowed",
     "check_unsupported_parameters",
     "validate_backchannel_request",
 ]
@@ -94,9 +106,10 @@ class ValidatedBackchannelRequest:
         return self.hint.value
 
 
-def check_client_may_use_ciba(client: AuthenticatedClient) -> None:
-    if CIBA_GRANT_TYPE not in client.client.grant_types:
-        raise UnauthorizedClient(f"client '{client.client.client_id}' may not use the CIBA grant")
+def check_client_may_use_ciba(client: AuthenticatedClient | ClientConfig) -> None:
+    config = client.client if isinstance(client, AuthenticatedClient) else client
+    if CIBA_GRANT_TYPE not in config.grant_types:
+        raise UnauthorizedClient(f"client '{config.client_id}' may not use the CIBA grant")
 
 
 def check_unsupported_parameters(params: Params, *, settings: Settings) -> None:
@@ -161,7 +174,9 @@ def resolve_request_object(params: Params, client: AuthenticatedClient, context:
     return Params(pairs)
 
 
-def check_scope(params: Params, client: AuthenticatedClient) -> str:
+def check_scope(params: Params, client: AuthenticatedClient | None) -> str:
+    """The scope, deduplicated. With ``client`` None (not authenticated yet) only its form is
+    checked; :func:`check_scope_allowed` checks it against the client later."""
     scope = params.optional("scope")
     if scope is None:
         raise InvalidRequest("missing required parameter 'scope'")
@@ -171,23 +186,34 @@ def check_scope(params: Params, client: AuthenticatedClient) -> str:
     # CIBA 7.1: "The scope MUST include openid".
     if "openid" not in scopes:
         raise InvalidScope("scope must include 'openid'")
-    allowed = set(client.client.scopes) | {"openid"}
-    unknown = [s for s in scopes if s not in allowed]
-    if unknown:
-        raise InvalidScope(f"scope '{unknown[0]}' is not allowed for this client")
+    if client is not None:
+        check_scope_allowed(scope, client.client)
     return " ".join(dict.fromkeys(scopes))
 
 
-def check_hint(params: Params, client: AuthenticatedClient, context: RequestContext) -> Hint:
-    # CIBA 7.1: exactly one of login_hint_token, id_token_hint, login_hint.
+def check_scope_allowed(scope: str, client: ClientConfig) -> None:
+    allowed = set(client.scopes) | {"openid"}
+    unknown = [s for s in scope.split(" ") if s not in allowed]
+    if unknown:
+        raise InvalidScope(f"scope '{unknown[0]}' is not allowed for this client")
+
+
+def check_one_hint(params: Params) -> str:
+    """The name of the one hint given. CIBA 7.1: exactly one of login_hint_token, id_token_hint,
+    login_hint."""
     present = [h for h in ("login_hint", "login_hint_token", "id_token_hint") if h in params]
     if not present:
         raise InvalidRequest("one of login_hint, login_hint_token or id_token_hint is required")
     if len(present) > 1:
         raise InvalidRequest(f"only one hint may be given, got {', '.join(present)}")
-    if present[0] == "login_hint":
+    return present[0]
+
+
+def check_hint(params: Params, client: AuthenticatedClient, context: RequestContext) -> Hint:
+    which = check_one_hint(params)
+    if which == "login_hint":
         return Hint(kind="username", value=params.required("login_hint"))
-    if present[0] == "id_token_hint":
+    if which == "id_token_hint":
         return _id_token_hint(params.required("id_token_hint"), client, context)
     return _login_hint_token(params.required("login_hint_token"), client, context)
 
@@ -293,14 +319,17 @@ def check_requested_expiry(params: Params, *, default: int, maximum: int) -> int
 
 
 def check_authorization_details(
-    params: Params, client: AuthenticatedClient, *, registry: TypeRegistry, settings: Settings
+    params: Params, client: AuthenticatedClient | None, *, registry: TypeRegistry, settings: Settings
 ) -> list[dict[str, Any]]:
+    """Parse and check ``authorization_details`` against the type registry and the limits; with
+    a ``client``, also against the types it may request (with None, not authenticated yet,
+    :func:`check_authorization_details_allowed` does that later)."""
     raw = params.optional("authorization_details")
     if raw is None:
         # This provider only issues tokens for an approved action; a token without
         # authorization_details would be standing privilege again.
         raise InvalidRequest("authorization_details is required: tokens are issued per action")
-    allowed = client.client.authorization_details_types or None
+    allowed = (client.client.authorization_details_types or None) if client is not None else None
     return parse_authorization_details(
         raw,
         registry=registry,
@@ -308,6 +337,28 @@ def check_authorization_details(
         max_entries=settings.max_authorization_details,
         max_bytes=settings.max_authorization_details_bytes,
     )
+
+
+def check_authorization_details_allowed(details: list[dict[str, Any]], client: ClientConfig) -> None:
+    """Every entry's type is one the client may request (an empty list allows every type), with
+    the same error as the parser gives when it checks the types itself."""
+    allowed = client.authorization_details_types
+    if not allowed:
+        return
+    for index, entry in enumerate(details):
+        if entry.get("type") not in allowed:
+            raise InvalidAuthorizationDetails(
+                f"authorization_details[{index}]: type '{entry.get('type')}' is not allowed for this client"
+            )
+
+
+def check_client_policy(client: ClientConfig, *, scope: str, authorization_details: list[dict[str, Any]]) -> None:
+    """What this client may ask for: the CIBA grant, its scopes, its authorization_details
+    types. Only for an authenticated client: run before authentication, these answers would tell
+    anyone who names a client id what that client may request."""
+    check_client_may_use_ciba(client)
+    check_scope_allowed(scope, client)
+    check_authorization_details_allowed(authorization_details, client)
 
 
 def validate_backchannel_request(

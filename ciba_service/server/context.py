@@ -22,6 +22,7 @@ from ciba_service.rfc9396 import TypeRegistry, describe_entry
 from ciba_service.server.backchannel import RequestContext
 from ciba_service.server.client_auth import AssertionContext, AuthenticatedClient, authenticate_client
 from ciba_service.server.client_secrets import ClientSecretVerifier
+from ciba_service.server.events import Events, NoEvents
 from ciba_service.server.notify import ApprovalNotice, Notifier
 from ciba_service.server.tokens import SigningKey
 from ciba_service.store.base import Store
@@ -38,6 +39,8 @@ class ServerContext:
     clock: Callable[[], float] = time.time
     # Client secret checks: fast digests, and a cache and failure limit for legacy scrypt hashes.
     client_secrets: ClientSecretVerifier = field(default_factory=ClientSecretVerifier)
+    # Decisions and deliveries, for metrics (the web layer plugs in Prometheus counters).
+    events: Events = field(default_factory=NoEvents)
     registry: TypeRegistry = field(init=False)
     spiffe: SpiffeBundle | None = field(init=False)
 

@@ -25,17 +25,28 @@ from ciba_service.core.model import BackchannelRequest, User
 from ciba_service.core.params import Params
 from ciba_service.server.notify import ApprovalNotice
 
-__all__ = ["BackchannelResult", "Issuer", "TokenResult"]
+__all__ = ["BackchannelResult", "ChannelResult", "Issuer", "TokenResult"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class BackchannelResult:
     response: dict[str, Any]
+    # The notice to send the request's user (already in the store's outbox, leased to this
+    # instance); None when nothing is to be sent from here (keycloak mode: the channel sends).
     notice: ApprovalNotice | None
     request: BackchannelRequest | None
     status_code: int = 200
     # The answer was relayed from the identity provider (keycloak mode), not made here.
     relayed: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelResult:
+    """An accepted authentication-channel call (keycloak mode): the request it created, and the
+    notice to send its user (already in the store's outbox, leased to this instance)."""
+
+    request_id: str
+    notice: ApprovalNotice
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +73,7 @@ class Issuer(Protocol):
 
     def introspect(self, params: Params, authorization: str | None) -> dict[str, Any]: ...
 
-    def channel(self, authorization: str | None, body: Mapping[str, Any]) -> ApprovalNotice:
+    def channel(self, authorization: str | None, body: Mapping[str, Any]) -> ChannelResult:
         """Keycloak's HTTP authentication channel; ChannelError for a refusal."""
 
     def before_approve(self, request: BackchannelRequest) -> None:

@@ -41,6 +41,14 @@ class Notifier(ABC):
         """Deliver the notice; never raise (a failed notification leaves the request pending
         until it expires, which the agent sees as ``expired_token``)."""
 
+    def send(self, notice: ApprovalNotice, on_delivered: Callable[[], None]) -> None:
+        """Deliver the notice and call ``on_delivered`` once it is delivered; never call it when
+        delivery failed (the service's outbox then sends the notice again later). By default:
+        :meth:`notify`, then ``on_delivered`` once it returned. A notifier that delivers later
+        (a queue) overrides this to call ``on_delivered`` when it really has."""
+        self.notify(notice)
+        on_delivered()
+
     def close(self, *, wait: bool = True) -> None:
         """Release what the notifier holds (the service is stopping); nothing by default.
         With ``wait=False`` it must not wait for pending deliveries."""
@@ -75,8 +83,10 @@ class WebhookNotifier(Notifier):
     ``notify`` only queues the delivery on the notifier's own small thread pool: retries take
     seconds, and run on the web server's shared thread pool (where ``BackgroundTasks`` run
     them) they could starve the endpoints that offload work there. The queue is bounded
-    (``max_queued``): beyond it a notice is dropped with a warning. A notice whose
-    ``expires_at`` has passed is not sent, nor retried any more."""
+    (``max_queued``): beyond it a notice is dropped with a warning (the service's outbox sends
+    it again after its lease, see :mod:`ciba_service.server.outbox`). A notice whose
+    ``expires_at`` has passed is not sent, nor retried any more. :meth:`send` reports a delivery
+    only after the webhook accepted it."""
 
     # A client looping on /bc-authorize against a hanging bridge (each notice can take ~22 s of
     # attempts) would otherwise grow the queue, and memory, without bound.
@@ -107,6 +117,14 @@ class WebhookNotifier(Notifier):
         self._stopping = False  # close(wait=False): in-flight deliveries stop retrying
 
     def notify(self, notice: ApprovalNotice) -> None:
+        self._submit(notice, None)
+
+    def send(self, notice: ApprovalNotice, on_delivered: Callable[[], None]) -> None:
+        """Queue the delivery; ``on_delivered`` runs on the notifier's thread once the webhook
+        accepted the notice (after any retries), never when it was dropped or failed."""
+        self._submit(notice, on_delivered)
+
+    def _submit(self, notice: ApprovalNotice, on_delivered: Callable[[], None] | None) -> None:
         with self._lock:
             if self._queued >= self._max_queued:
                 log.warning(
@@ -121,7 +139,13 @@ class WebhookNotifier(Notifier):
 
         def run() -> DeliveryResult:
             self._dequeue(started)
-            return self.deliver(notice)
+            result = self.deliver(notice)
+            if result.delivered and on_delivered is not None:
+                try:
+                    on_delivered()
+                except Exception:  # e.g. the store is down: the notice may be sent again later
+                    log.exception("webhook %s: delivered, but recording the delivery failed", self._shown_url)
+            return result
 
         try:
             future = self._executor.submit(run)

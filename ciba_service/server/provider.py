@@ -20,8 +20,9 @@ from ciba_service.core.params import Params
 from ciba_service.rfc9396 import TypeRegistry
 from ciba_service.server.approval import Approvals, Enrollments
 from ciba_service.server.context import ServerContext
-from ciba_service.server.issuer import BackchannelResult, Issuer, TokenResult
+from ciba_service.server.issuer import BackchannelResult, ChannelResult, Issuer, TokenResult
 from ciba_service.server.notify import ApprovalNotice, Notifier
+from ciba_service.server.outbox import Outbox
 from ciba_service.server.tokens import SigningKey
 from ciba_service.store.base import Store
 
@@ -34,6 +35,7 @@ class Provider:
         self.issuer = issuer
         self.approvals = Approvals(context, before_approve=issuer.before_approve, after_decision=issuer.after_decision)
         self.enrollments = Enrollments(context)
+        self.outbox = Outbox(context)
         # Seconds between background sweeps (expiry, undelivered notifications); 0 disables.
         self.sweep_interval = 2.0
 
@@ -81,8 +83,14 @@ class Provider:
     def introspect(self, params: Params, authorization: str | None) -> dict[str, Any]:
         return self.issuer.introspect(params, authorization)
 
-    def channel(self, authorization: str | None, body: Mapping[str, Any]) -> ApprovalNotice:
+    def channel(self, authorization: str | None, body: Mapping[str, Any]) -> ChannelResult:
         return self.issuer.channel(authorization, body)
+
+    # the user's notice --------------------------------------------------------------------
+    def send_notice(self, request_id: str, notice: ApprovalNotice) -> None:
+        """Send the notice of a request this instance just created (off the request path, after
+        answering); its outbox entry is deleted once the notifier confirms delivery."""
+        self.outbox.send(request_id, notice)
 
     # the user's side ----------------------------------------------------------------------
     def approval_view(self, approval_id: str) -> dict[str, Any]:
@@ -124,7 +132,15 @@ class Provider:
 
     # housekeeping ---------------------------------------------------------------------------
     def sweep_expired(self) -> int:
-        return self.issuer.sweep_expired()
+        """The periodic sweep: the issuer's (expiry, interrupted deliveries), then the users'
+        notices left undelivered (see :meth:`sweep_notices`). Returns how many things it did."""
+        return self.issuer.sweep_expired() + self.sweep_notices()
+
+    def sweep_notices(self) -> int:
+        """Send the notices whose lease ran out undelivered (a crashed instance's, a failed
+        delivery's), on behalf of any instance sharing the store; drop those of requests no
+        longer pending. Returns how many were sent again."""
+        return self.outbox.sweep()
 
     def close(self) -> None:
         """Release what the issuer holds (keycloak: its HTTP client); the store is the caller's."""

@@ -1,13 +1,14 @@
 """The state interface. The protocol core talks to this and nothing else, so a Redis store
 can replace SQLite without touching it.
 
-One small interface per concern (users, passkeys, enrollments, requests, callbacks, receipts,
-intents, single use, attempts, user codes), and :class:`Store`, all of them together: what both
-stores implement. A component that needs one concern can say so by asking for that interface.
+One small interface per concern (users, passkeys, enrollments, requests, callbacks, the notice
+outbox, receipts, intents, channel refusals, single use, attempts, user codes), and
+:class:`Store`, all of them together: what both stores implement. A component that needs one
+concern can say so by asking for that interface.
 
 Every state transition that guards a security property is a single compare-and-set here
-(``decide``, ``mark_issued``, ``consume_enrollment``, ``update_sign_count``), so two
-concurrent calls can never both win, whatever the backing store.
+(``decide``, ``mark_issued``, ``consume_enrollment``, ``update_sign_count``, ``claim_outbox``,
+``take_refusal``), so two concurrent calls can never both win, whatever the backing store.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from ciba_service.core.model import (
     ApprovalReceipt,
     BackchannelRequest,
     CallbackState,
+    ChannelRefusal,
     Enrollment,
     Intent,
+    OutboxEntry,
     Passkey,
     RequestStatus,
     User,
@@ -33,8 +36,10 @@ __all__ = [
     "EnrollmentStore",
     "RequestStore",
     "CallbackStore",
+    "OutboxStore",
     "ReceiptStore",
     "IntentStore",
+    "RefusalStore",
     "SingleUseStore",
     "AttemptStore",
     "UserCodeStore",
@@ -110,7 +115,10 @@ class RequestStore(ABC):
     """Backchannel requests through their life: pending, decided, issued, revoked."""
 
     @abstractmethod
-    def add_request(self, request: BackchannelRequest) -> None: ...
+    def add_request(self, request: BackchannelRequest, *, outbox: OutboxEntry | None = None) -> None:
+        """Store a new request; with ``outbox``, its user's notice in the same atomic step (see
+        :class:`OutboxStore`): an acknowledged request never lacks its notice. The entry's
+        ``request_id`` must be the request's."""
 
     @abstractmethod
     def get_request(self, request_id: str) -> BackchannelRequest | None: ...
@@ -171,8 +179,35 @@ class CallbackStore(ABC):
         """Pending requests past their expiry whose callback was not claimed yet."""
 
     @abstractmethod
+    def count_pending(self, *, now: int) -> int:
+        """How many requests wait for a decision and have not expired (a metrics gauge)."""
+
+    @abstractmethod
     def pending_notifications(self, *, now: int) -> list[BackchannelRequest]:
         """Ping/push requests decided or expired whose notification was not claimed yet."""
+
+
+class OutboxStore(ABC):
+    """The user's notices not yet delivered (the outbox). An entry is written with its request
+    (:meth:`RequestStore.add_request`), claimed by one sender at a time under a lease, and
+    deleted once delivered or once its request is no longer pending: the user is told once in
+    normal operation, and at least once when a sender dies (its lease runs out, another sends)."""
+
+    @abstractmethod
+    def claim_outbox(self, request_id: str, *, now: int, lease: int) -> OutboxEntry | None:
+        """Atomically: if the entry is there, its lease has run out (``claimed_until <= now``)
+        and its request is still pending and unexpired, lease it until ``now + lease`` (one more
+        attempt) and return it. An entry whose request is decided, expired or gone is deleted.
+        None when nothing was claimed (another sender holds it, or it is gone)."""
+
+    @abstractmethod
+    def mark_outbox_delivered(self, request_id: str) -> None:
+        """The notifier confirmed delivery: the entry is done (deleted), never sent again."""
+
+    @abstractmethod
+    def outbox_due(self, *, now: int, limit: int) -> list[OutboxEntry]:
+        """Up to ``limit`` entries whose lease has run out, oldest lease first (read only: the
+        sweep claims each before sending, and the claim drops those no longer worth sending)."""
 
 
 class ReceiptStore(ABC):
@@ -194,6 +229,20 @@ class IntentStore(ABC):
 
     @abstractmethod
     def delete_intent(self, intent_id: str) -> None: ...
+
+
+class RefusalStore(ABC):
+    """Keycloak mode: why the authentication channel refused an intent, for the forwarding call,
+    which may run on another instance than the channel call."""
+
+    @abstractmethod
+    def keep_refusal(self, refusal: ChannelRefusal, *, now: int) -> None:
+        """Record (or replace) the refusal for its intent until ``expires_at``; refusals expired
+        by ``now`` may be forgotten on the way (the store stays bounded)."""
+
+    @abstractmethod
+    def take_refusal(self, intent_id: str, *, now: int) -> ChannelRefusal | None:
+        """Return and delete the unexpired refusal for ``intent_id``: it is reported once."""
 
 
 class SingleUseStore(ABC):
@@ -234,8 +283,10 @@ class Store(
     EnrollmentStore,
     RequestStore,
     CallbackStore,
+    OutboxStore,
     ReceiptStore,
     IntentStore,
+    RefusalStore,
     SingleUseStore,
     AttemptStore,
     UserCodeStore,

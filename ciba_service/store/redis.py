@@ -27,6 +27,11 @@ key                             value                                        lif
 ``p attempts:<key>``            zset: attempt ids by time                    window + 300 s
 ``p user_code:<user_id>``       code hash                                    durable
 ``p intent:<intent_id>``        hash: :class:`Intent`                        expiry + retention
+``p outbox:<request_id>``       hash: :class:`OutboxEntry`, the request's    as its pending
+                                undelivered notice                           request
+``p outbox``                    zset: outbox entries by ``claimed_until``    (entries pruned
+                                (their lease's end; due once it has passed)  with the record)
+``p refusal:<intent_id>``       JSON: :class:`ChannelRefusal`                expiry + 300 s
 ==============================  ===========================================  =================
 
 A pending request (with its two index keys) expires ``retain_after_expiry`` seconds after its
@@ -62,8 +67,10 @@ from ciba_service.core.model import (
     ApprovalReceipt,
     BackchannelRequest,
     CallbackState,
+    ChannelRefusal,
     Enrollment,
     Intent,
+    OutboxEntry,
     Passkey,
     RequestStatus,
     User,
@@ -99,6 +106,7 @@ _SCRIPTS = {
         "mark_issued",
         "delete_request",
         "claim_callback",
+        "claim_outbox",
         "add_user",
         "upsert_user",
         "add_passkey",
@@ -127,7 +135,7 @@ def _unavailable(exc: Exception) -> bool:
 
 
 # encoding -------------------------------------------------------------------------------------
-_Record = User | Passkey | Enrollment | BackchannelRequest | ApprovalReceipt | Intent
+_Record = User | Passkey | Enrollment | BackchannelRequest | ApprovalReceipt | Intent | OutboxEntry | ChannelRefusal
 _T = TypeVar("_T")
 
 
@@ -159,6 +167,7 @@ _DECODE: dict[type[Any], dict[str, Callable[[Any], Any]]] = {
         "preimage": b64url_decode_lenient,
     },
     Intent: {},
+    OutboxEntry: {},
 }
 
 
@@ -208,6 +217,7 @@ class RedisStore(Store):
         self._mark_issued = script("mark_issued")
         self._delete_request = script("delete_request")
         self._claim_callback = script("claim_callback")
+        self._claim_outbox = script("claim_outbox")
         self._add_user = script("add_user")
         self._upsert_user = script("upsert_user")
         self._add_passkey = script("add_passkey")
@@ -365,15 +375,23 @@ class RedisStore(Store):
         return bool(self._run(self._consume_enrollment, [self._key("enrollment", token_hash)], now))
 
     # requests -----------------------------------------------------------------------------
-    def add_request(self, request: BackchannelRequest) -> None:
+    def add_request(self, request: BackchannelRequest, *, outbox: OutboxEntry | None = None) -> None:
+        if outbox is not None and outbox.request_id != request.request_id:
+            raise ValueError("the outbox entry belongs to another request")
         # Pending: kept until its expiry plus the retention, then Redis deletes it. Anything
         # already decided is durable from the start.
         ttl = self._ttl_ms(request.expires_at, extra=self._retain) if request.status is RequestStatus.PENDING else 0
+        keys = [self._key("request", request.request_id)]
+        if outbox is not None:
+            keys.append(self._key("outbox", request.request_id))
         self._run(
             self._add_request,
-            [self._key("request", request.request_id)],
+            keys,
             request.request_id,
             ttl,
+            # The notice lives as long as a pending request does: useless after its expiry.
+            self._ttl_ms(outbox.expires_at, extra=self._retain) if outbox is not None else 0,
+            _json(_fields(outbox)) if outbox is not None else "",
             *_pairs(_fields(request)),
         )
 
@@ -439,6 +457,34 @@ class RedisStore(Store):
     def delete_request(self, request_id: str) -> None:
         self._run(self._delete_request, [self._key("request", request_id)], request_id)
 
+    # the outbox ----------------------------------------------------------------------------
+    def claim_outbox(self, request_id: str, *, now: int, lease: int) -> OutboxEntry | None:
+        flat = self._run(self._claim_outbox, [self._key("outbox", request_id)], request_id, now, now + lease)
+        if not flat:
+            return None
+        return _decode(OutboxEntry, dict(zip(flat[::2], flat[1::2], strict=True)))
+
+    def mark_outbox_delivered(self, request_id: str) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(self._key("outbox", request_id))
+        pipe.zrem(self._prefix + "outbox", request_id)
+        pipe.execute()
+
+    def outbox_due(self, *, now: int, limit: int) -> list[OutboxEntry]:
+        key = self._prefix + "outbox"
+        ids: list[str] = self._redis.zrangebyscore(key, "-inf", now, start=0, num=limit)
+        found: list[OutboxEntry] = []
+        gone: list[str] = []
+        for request_id, raw in zip(ids, self._hgetall_many([self._key("outbox", i) for i in ids]), strict=True):
+            entry = _decode(OutboxEntry, raw)
+            if entry is None:
+                gone.append(request_id)  # Redis expired it (TTL): only the index was left
+            else:
+                found.append(entry)
+        if gone:
+            self._redis.zrem(key, *gone)
+        return found
+
     def get_receipt(self, receipt_id: str) -> ApprovalReceipt | None:
         return _decode(ApprovalReceipt, self._redis.hgetall(self._key("receipt", receipt_id)))
 
@@ -468,6 +514,11 @@ class RedisStore(Store):
             for r in self._requests_due("pending", now)
             if r.status is RequestStatus.PENDING and r.expires_at <= now and r.callback_state is CallbackState.NONE
         ]
+
+    def count_pending(self, *, now: int) -> int:
+        # The pending index holds exactly the pending requests (scripts keep it so), scored by
+        # expiry: those scored after now have not expired.
+        return int(self._redis.zcount(self._prefix + "pending", f"({now}", "+inf"))
 
     def pending_notifications(self, *, now: int) -> list[BackchannelRequest]:
         # The same condition as the SQLite query, checked on the current record.
@@ -529,6 +580,19 @@ class RedisStore(Store):
 
     def delete_intent(self, intent_id: str) -> None:
         self._redis.delete(self._key("intent", intent_id))
+
+    def keep_refusal(self, refusal: ChannelRefusal, *, now: int) -> None:
+        # One key per intent with a TTL: Redis forgets it past its expiry (plus clock skew).
+        ttl = max(1, (refusal.expires_at - now + _CLOCK_SKEW) * 1000)
+        self._redis.set(self._key("refusal", refusal.intent_id), _json(asdict(refusal)), px=ttl)
+
+    def take_refusal(self, intent_id: str, *, now: int) -> ChannelRefusal | None:
+        # GETDEL: read and delete in one command, so a refusal is reported once.
+        raw: str | None = self._redis.getdel(self._key("refusal", intent_id))
+        if raw is None:
+            return None
+        refusal = ChannelRefusal(**json.loads(raw))
+        return refusal if refusal.expires_at > now else None
 
     def claim_callback(self, request_id: str) -> bool:
         return bool(self._run(self._claim_callback, [self._key("request", request_id)], request_id))

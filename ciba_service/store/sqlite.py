@@ -1,6 +1,10 @@
 """SQLite store: the embedded default. WAL journal, one connection guarded by a lock; every
 guarded transition is a single ``UPDATE ... WHERE <old state>`` so it is atomic.
 
+The schema is created with ``CREATE ... IF NOT EXISTS`` when a store opens, so a database made by
+an earlier version gains the tables added since (``outbox``, ``refusals``) the first time it is
+opened; no existing table has changed shape.
+
 A database another connection keeps locked past the busy timeout, a full disk and disk I/O
 errors are raised as :class:`StoreUnavailable`, the ``sqlite3.OperationalError`` chained."""
 
@@ -16,8 +20,10 @@ from ciba_service.core.model import (
     ApprovalReceipt,
     BackchannelRequest,
     CallbackState,
+    ChannelRefusal,
     Enrollment,
     Intent,
+    OutboxEntry,
     Passkey,
     RequestStatus,
     User,
@@ -116,6 +122,24 @@ CREATE TABLE IF NOT EXISTS intents (
     binding_message TEXT,
     authorization_details TEXT NOT NULL,
     created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+-- The user's notices not yet delivered, one per request, written in the request's transaction;
+-- deleted once delivered, and with their request.
+CREATE TABLE IF NOT EXISTS outbox (
+    request_id TEXT PRIMARY KEY REFERENCES requests(request_id) ON DELETE CASCADE,
+    notice TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    claimed_until INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS outbox_claimed_until ON outbox(claimed_until);
+-- Keycloak mode: why the channel refused an intent, until the forwarding call takes it.
+CREATE TABLE IF NOT EXISTS refusals (
+    intent_id TEXT PRIMARY KEY,
+    error TEXT NOT NULL,
+    error_description TEXT NOT NULL,
     expires_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS receipts (
@@ -289,9 +313,27 @@ class SQLiteStore(Store):
         )
 
     # requests -------------------------------------------------------------------------
-    def add_request(self, request: BackchannelRequest) -> None:
+    def add_request(self, request: BackchannelRequest, *, outbox: OutboxEntry | None = None) -> None:
+        if outbox is not None and outbox.request_id != request.request_id:
+            raise ValueError("the outbox entry belongs to another request")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._insert_request(request)
+                if outbox is not None:
+                    o = outbox
+                    self._db.execute(
+                        "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)",
+                        (o.request_id, json.dumps(o.notice), o.created_at, o.expires_at, o.claimed_until, o.attempts),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _insert_request(self, request: BackchannelRequest) -> None:
         r = request
-        self._exec(
+        self._db.execute(
             "INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 r.request_id,
@@ -421,7 +463,59 @@ class SQLiteStore(Store):
         )
 
     def delete_request(self, request_id: str) -> None:
+        # Its outbox entry goes with it (ON DELETE CASCADE).
         self._exec("DELETE FROM requests WHERE request_id = ?", (request_id,))
+
+    # the outbox -----------------------------------------------------------------------------
+    @staticmethod
+    def _outbox(row: sqlite3.Row) -> OutboxEntry:
+        return OutboxEntry(
+            request_id=row["request_id"],
+            notice=json.loads(row["notice"]),
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+            claimed_until=row["claimed_until"],
+            attempts=row["attempts"],
+        )
+
+    def claim_outbox(self, request_id: str, *, now: int, lease: int) -> OutboxEntry | None:
+        with self._lock:
+            # IMMEDIATE: the write lock first, so two instances on one file cannot both read an
+            # expired lease and both send.
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT o.claimed_until, r.status, r.expires_at FROM outbox o "
+                    "LEFT JOIN requests r ON r.request_id = o.request_id WHERE o.request_id = ?",
+                    (request_id,),
+                ).fetchone()
+                claimed = None
+                if row is None:
+                    pass
+                elif row["status"] != "pending" or row["expires_at"] is None or row["expires_at"] <= now:
+                    # Decided, expired or gone: the link is no use to the user any more.
+                    self._db.execute("DELETE FROM outbox WHERE request_id = ?", (request_id,))
+                elif row["claimed_until"] <= now:
+                    claimed = self._db.execute(
+                        "UPDATE outbox SET claimed_until = ?, attempts = attempts + 1 WHERE request_id = ? RETURNING *",
+                        (now + lease, request_id),
+                    ).fetchone()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return None if claimed is None else self._outbox(claimed)
+
+    def mark_outbox_delivered(self, request_id: str) -> None:
+        self._exec("DELETE FROM outbox WHERE request_id = ?", (request_id,))
+
+    def outbox_due(self, *, now: int, limit: int) -> list[OutboxEntry]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM outbox WHERE claimed_until <= ? ORDER BY claimed_until, request_id LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [self._outbox(row) for row in rows]
 
     def get_receipt(self, receipt_id: str) -> ApprovalReceipt | None:
         row = self._one("SELECT * FROM receipts WHERE receipt_id = ?", (receipt_id,))
@@ -528,6 +622,28 @@ class SQLiteStore(Store):
     def delete_intent(self, intent_id: str) -> None:
         self._exec("DELETE FROM intents WHERE intent_id = ?", (intent_id,))
 
+    def keep_refusal(self, refusal: ChannelRefusal, *, now: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM refusals WHERE expires_at <= ?", (now,))  # bounded: old ones go
+            self._db.execute(
+                "INSERT INTO refusals VALUES (?, ?, ?, ?) ON CONFLICT(intent_id) DO UPDATE SET "
+                "error = excluded.error, error_description = excluded.error_description, "
+                "expires_at = excluded.expires_at",
+                (refusal.intent_id, refusal.error, refusal.error_description, refusal.expires_at),
+            )
+
+    def take_refusal(self, intent_id: str, *, now: int) -> ChannelRefusal | None:
+        with self._lock:
+            row = self._db.execute("DELETE FROM refusals WHERE intent_id = ? RETURNING *", (intent_id,)).fetchone()
+        if row is None or row["expires_at"] <= now:
+            return None
+        return ChannelRefusal(
+            intent_id=row["intent_id"],
+            error=row["error"],
+            error_description=row["error_description"],
+            expires_at=row["expires_at"],
+        )
+
     def claim_callback(self, request_id: str) -> bool:
         return (
             self._exec(
@@ -547,6 +663,13 @@ class SQLiteStore(Store):
                 (now,),
             ).fetchall()
         return [r for r in (self._request(row) for row in rows) if r is not None]
+
+    def count_pending(self, *, now: int) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM requests WHERE status = 'pending' AND expires_at > ?", (now,)
+            ).fetchone()
+        return int(row[0])
 
     # single use, user codes, revocation, notifications ------------------------------------
     def use_once(self, key: str, *, expires_at: int, now: int) -> bool:

@@ -19,8 +19,10 @@ from ciba_service.server.provider import Provider
 from ciba_service.server.wiring import build_provider
 from ciba_service.store import StoreUnavailable
 from ciba_service.web.approval import approval_routes
+from ciba_service.web.authzen import pep_routes
 from ciba_service.web.http import NO_STORE
 from ciba_service.web.keycloak import keycloak_routes
+from ciba_service.web.metrics import Metrics, MetricsMiddleware
 from ciba_service.web.oauth import oauth_routes
 
 __all__ = ["RedactLinkSecrets", "app_from_environment", "build_app", "create_app"]
@@ -33,7 +35,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     provider: Provider = app.state.provider
     task = None
     # Keycloak mode: close expired requests (no callback, see keycloak/callback.py);
-    # embedded: push expiry notices and any ping/push delivery a restart interrupted.
+    # embedded: push expiry notices and any ping/push delivery a restart interrupted. Both: the
+    # users' notices left undelivered (server/outbox.py), whichever instance wrote them.
     if provider.sweep_interval > 0:
 
         async def sweep() -> None:
@@ -50,8 +53,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if task is not None:
             task.cancel()
-        # Queued approval notices are not worth delaying a shutdown for: their requests are
-        # still pending in the store, and the agent can ask again.
+        # Queued approval notices are not worth delaying a shutdown for: each stays in the
+        # store's outbox until delivered, and a sweep (here after a restart, or on another
+        # instance) sends it once its lease has run out.
         provider.notifier.close(wait=False)
 
 
@@ -75,15 +79,17 @@ def _install_log_redaction() -> None:
         access.addFilter(RedactLinkSecrets())
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(OAuthError)
-    async def _oauth_error(_: Request, exc: Exception) -> Response:
+    async def _oauth_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, OAuthError)
+        request.state.oauth_error = exc.error  # the outcome label of the request metric
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
 
     @app.exception_handler(ApprovalError)
-    async def _approval_error(_: Request, exc: Exception) -> Response:
+    async def _approval_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApprovalError)
+        request.state.oauth_error = exc.code
         return JSONResponse(
             {"error": exc.code, "error_description": exc.description},
             status_code=exc.status_code,
@@ -91,7 +97,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StoreUnavailable)
-    async def _store_unavailable(_: Request, exc: Exception) -> Response:
+    async def _store_unavailable(request: Request, exc: Exception) -> Response:
+        metrics.store_errors.inc()
+        request.state.oauth_error = "temporarily_unavailable"
         # The store (Redis down, too slow, out of memory under noeviction, read-only after a
         # failover; SQLite busy or failing I/O) cannot serve now: the caller may retry. Every
         # guarded step is one atomic transition, so nothing is ever half done; but a timeout can
@@ -117,10 +125,17 @@ def create_app(provider: Provider) -> FastAPI:
     )
     app.state.provider = provider
     _install_log_redaction()
-    _install_error_handlers(app)
+    metrics = Metrics(count_pending=lambda: provider.store.count_pending(now=provider.now()))
+    provider.context.events = metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # Operational data (request rates, pending count): expose it to the scraper only, e.g. by
+    # not routing /metrics at the reverse proxy (README, "Metrics").
+    app.add_route("/metrics", metrics.render, methods=["GET"], include_in_schema=False)
+    _install_error_handlers(app, metrics)
     app.include_router(oauth_routes(provider))
     app.include_router(approval_routes(provider))
     app.include_router(keycloak_routes(provider))
+    app.include_router(pep_routes(provider))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -31,13 +31,14 @@ def keycloak_routes(provider: Provider) -> APIRouter:
                 status_code=400,
             )
         try:
-            notice = await offload(provider.channel)(request.headers.get("authorization"), body)
+            result = await offload(provider.channel)(request.headers.get("authorization"), body)
         except ChannelError as exc:
             return JSONResponse(
                 {"error": "channel_refused", "error_description": exc.description},
                 status_code=exc.status_code,
             )
-        tasks.add_task(provider.notifier.notify, notice)
+        # After answering: the notice is in the store's outbox already (see server/outbox.py).
+        tasks.add_task(provider.send_notice, result.request_id, result.notice)
         return Response(status_code=201)
 
     return router

@@ -28,8 +28,10 @@ def oauth_routes(provider: Provider) -> APIRouter:
     @router.post("/bc-authorize", openapi_extra=openapi.BC_AUTHORIZE)
     async def bc_authorize(request: Request, params: FormParams, tasks: BackgroundTasks) -> JSONResponse:
         result = await offload(provider.backchannel_authenticate)(params, request.headers.get("authorization"))
-        if result.notice is not None:
-            tasks.add_task(provider.notifier.notify, result.notice)
+        if result.notice is not None and result.request is not None:
+            # After answering: the notice is in the store's outbox already, so if this process
+            # dies first, another sweep sends it (see server/outbox.py).
+            tasks.add_task(provider.send_notice, result.request.request_id, result.notice)
         headers = relayed_headers(result.status_code) if result.relayed else NO_STORE
         return JSONResponse(result.response, status_code=result.status_code, headers=headers)
 

@@ -86,7 +86,7 @@ def test_post_client_authentication_puts_the_secret_in_the_form() -> None:
 
 
 def test_unknown_auth_method_is_refused() -> None:
-    with pytest.raises(ValueError, match="auth_method"):
+    with pytest.raises(ValueError, match="unsupported client authentication method 'none'"):
         CibaAgent(issuer=ISSUER, client_id="a", client_secret="s", auth_method="none")
 
 
@@ -105,9 +105,10 @@ def test_pending_then_slow_down_then_token() -> None:
         (pending_error("access_denied", description="the user said no"), AccessDenied, "access_denied"),
         (pending_error("expired_token"), RequestExpired, "expired_token"),
         (pending_error("invalid_grant"), AgentError, "invalid_grant"),
-        (httpx.Response(502, text="<html>bad gateway</html>"), ServiceUnreachable, "service_unreachable"),
+        (httpx.Response(502, text="<html>bad gateway</html>"), AgentError, "server_error"),
         (httpx.Response(400, text="not json"), AgentError, "server_error"),
-        (httpx.Response(200, json={"token_type": "Bearer"}), ServiceUnreachable, "service_unreachable"),
+        (httpx.Response(200, json={"token_type": "Bearer"}), AgentError, "server_error"),
+        (httpx.Response(503, json={"error": "temporarily_unavailable"}), AgentError, "temporarily_unavailable"),
     ],
 )
 def test_each_outcome_raises_its_own_error(answer: httpx.Response, kind: type[AgentError], error: str) -> None:
@@ -130,8 +131,12 @@ def test_unreachable_provider_is_service_unreachable() -> None:
         raise httpx.ConnectError("connection refused", request=request)
 
     agent = sync_agent(refuse, [])
-    with pytest.raises(ServiceUnreachable, match="ConnectError"):
+    with pytest.raises(ServiceUnreachable, match="ConnectError") as raised:
         agent.request(login_hint="alice", authorization_details=ACTION)
+    assert raised.value.error == "temporarily_unavailable"
+    # a transport error, not an OAuth answer: callers treating httpx errors as transient still do
+    assert isinstance(raised.value, httpx.TransportError)
+    assert not isinstance(raised.value, AgentError)
 
 
 def test_redirects_are_not_followed() -> None:

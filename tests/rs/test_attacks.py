@@ -63,6 +63,7 @@ def _claims(**override: Any) -> dict[str, Any]:
         "iss": ISS,
         "aud": AUD,
         "sub": "user-1",
+        "client_id": "agent-1",
         "iat": now,
         "exp": now + 60,
         "jti": f"j-{time.monotonic_ns()}",
@@ -739,7 +740,9 @@ JSON_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=10,
 )
-CLAIM_NAMES = st.sampled_from(["iss", "aud", "exp", "iat", "nbf", "jti", "cnf", "acr", "authorization_details", "x"])
+CLAIM_NAMES = st.sampled_from(
+    ["iss", "aud", "sub", "client_id", "exp", "iat", "nbf", "jti", "cnf", "acr", "authorization_details", "x"]
+)
 ENTRY_NAMES = st.sampled_from(
     [
         "type",
@@ -766,7 +769,7 @@ NEAR_NOW = st.integers(FUZZ_NOW - 7200, FUZZ_NOW + 7200) | st.floats(FUZZ_NOW - 
 CLAIM_VALUES = JSON_VALUES | NEAR_NOW | st.fixed_dictionaries({"jkt": st.text(max_size=10)})
 # The verifier's defaults (verifier() sets none of them) and RFC 9396's common fields plus the
 # plan fields: an entry with any other member covers no action that does not name it.
-LEEWAY, MAX_LIFETIME, MAX_TOKEN_BYTES = 30, 3600, 16_384
+LEEWAY, MAX_LIFETIME, MAX_TOKEN_BYTES = 30, 300, 16_384
 ENTRY_FIELDS = {"type", "actions", "locations", "identifier", "datatypes", "privileges"} | {
     "max_uses",
     "not_before",
@@ -877,32 +880,36 @@ def _expected(token: str, header: dict[str, Any], claims: dict[str, Any], *, as_
     aud, exp, iat, nbf, jti = (claims.get(name) for name in ("aud", "exp", "iat", "nbf", "jti"))
     if claims.get("iss") != ISS:
         return refused(InvalidToken, "token issuer is not trusted here")
-    if not (aud == AUD or (isinstance(aud, list) and AUD in aud)):
+    if not (aud == AUD or (isinstance(aud, list) and all(isinstance(a, str) for a in aud) and AUD in aud)):
         return refused(InvalidToken, "token is not intended for this resource server")
+    # RFC 9068 2.2: sub and client_id, non-empty strings
+    for name in ("sub", "client_id"):
+        if not isinstance(claims.get(name), str) or not claims[name]:
+            return refused(InvalidToken, f"token has no {name}")
     if not _number(exp) or not _number(iat):
         return refused(InvalidToken, "token lacks exp or iat")
     if now >= exp + LEEWAY:
         return refused(InvalidToken, "token has expired")
-    if nbf is not None and (not _number(nbf) or now + LEEWAY < nbf):
+    if "nbf" in claims and (not _number(nbf) or now + LEEWAY < nbf):  # null is not absent
         return refused(InvalidToken, "token is not yet valid")
     if iat > now + LEEWAY:
         return refused(InvalidToken, "token was issued in the future")
     if exp - iat > MAX_LIFETIME:
         return refused(InvalidToken, "token lifetime is longer than accepted")
-    if not isinstance(jti, str) or not jti:
+    if not isinstance(jti, str) or not jti or len(jti) > 256:
         return refused(InvalidToken, "token has no jti")
     if not isinstance(claims.get("authorization_details"), list):
         return refused(InvalidToken, "token carries no authorization_details")
     # 5: sender constraint (RFC 9449 7)
     cnf = claims.get("cnf")
-    if as_dpop and cnf is None:
+    if as_dpop and "cnf" not in claims:
         return refused(InvalidToken, "the token is not DPoP-bound; present it with the Bearer scheme")
-    if cnf is not None:
+    if "cnf" in claims:  # "cnf": null is a binding we cannot read, not an unbound token
         if not (isinstance(cnf, dict) and cnf.keys() == {"jkt"} and isinstance(cnf["jkt"], str)):
             return refused(InvalidToken, "token is bound by an unsupported cnf confirmation method")
         if not as_dpop:
             return refused(InvalidDPoPProof, "a DPoP proof is required with this token")
-        return refused(InvalidDPoPProof, "DPoP proof header is not JSON")  # GARBAGE_PROOF
+        return refused(InvalidDPoPProof, "DPoP proof header is not base64url")  # GARBAGE_PROOF
     # 7: the action, each covering entry within its window
     usable: list[int] = []
     outside: str | None = None
@@ -911,7 +918,7 @@ def _expected(token: str, header: dict[str, Any], claims: dict[str, Any], *, as_
             continue
         not_before, not_after = entry.get("not_before"), entry.get("not_after")
         for name, value in (("not_before", not_before), ("not_after", not_after)):
-            if value is not None and not _number(value):
+            if name in entry and not _number(value):  # null is not absent
                 return refused(InvalidToken, f"authorization_details[{index}] has an invalid {name}")
         if not_before is not None and now < not_before:
             outside = f"the approval for this action is valid from {int(not_before)} (epoch seconds)"
@@ -923,7 +930,7 @@ def _expected(token: str, header: dict[str, Any], claims: dict[str, Any], *, as_
         return refused(InsufficientAuthorization, outside or "the token's approval does not cover this action")
     # 9: one use of the first usable entry (a fresh verifier: none used yet)
     max_uses = claims["authorization_details"][usable[0]].get("max_uses")
-    if max_uses is not None and (type(max_uses) is not int or max_uses < 1):
+    if "max_uses" in claims["authorization_details"][usable[0]] and (type(max_uses) is not int or max_uses < 1):
         return refused(InvalidToken, f"authorization_details[{usable[0]}] has an invalid max_uses")
     return Expected(None, scheme=scheme, entry_index=usable[0])
 
@@ -989,6 +996,11 @@ def _proof_refusal(proof: str, header: dict[str, Any], claims: dict[str, Any]) -
     called as below: ``header`` and ``claims`` are what AGENT signed in it."""
     if len(proof) > 4096:
         return "DPoP proof is too large"
+    for what, value in (("header", header), ("payload", claims)):
+        try:
+            _as_read(value)
+        except _NotJson:
+            return f"DPoP proof {what} is not JSON"  # strict RFC 8259: no NaN or infinities
     if header.get("typ") != "dpop+jwt":
         return "DPoP proof typ must be 'dpop+jwt'"
     if header.get("alg") != "ES256":
@@ -1014,7 +1026,7 @@ def _proof_refusal(proof: str, header: dict[str, Any], claims: dict[str, Any]) -
     for name in ("htm", "htu"):
         if not isinstance(claims.get(name), str):
             return f"DPoP proof has no {name}"
-    if not _number(iat):
+    if not _number(iat) or abs(iat) > 10**11:
         return "DPoP proof has no iat"
     if not isinstance(claims.get("ath"), str):
         return "DPoP proof has no ath for the access token"

@@ -389,7 +389,16 @@ def _rsa_jwks(private: rsa.RSAPrivateKey, kid: str) -> dict[str, Any]:
 
 def _claims() -> dict[str, Any]:
     now = int(time.time())
-    return {"iss": ISS, "aud": AUD, "iat": now, "exp": now + 60, "jti": "j-rsa", "authorization_details": [ENTRY]}
+    return {
+        "iss": ISS,
+        "aud": AUD,
+        "sub": "user-1",
+        "client_id": "agent-1",
+        "iat": now,
+        "exp": now + 60,
+        "jti": "j-rsa",
+        "authorization_details": [ENTRY],
+    }
 
 
 def test_rs256_tokens_from_keycloak_verify_when_allowed() -> None:

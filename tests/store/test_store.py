@@ -26,9 +26,11 @@ from ciba_service.store import (
     CallbackStore,
     EnrollmentStore,
     IntentStore,
+    OutboxStore,
     PasskeyStore,
     ReceiptStore,
     RedisStore,
+    RefusalStore,
     RequestStore,
     SingleUseStore,
     SQLiteStore,
@@ -332,6 +334,19 @@ def test_expired_pending(store: Store) -> None:
     assert [r.request_id for r in store.expired_pending(now=NOW + 100)] == ["later"]
 
 
+def test_count_pending_counts_undecided_unexpired_requests(store: Store) -> None:
+    assert store.count_pending(now=NOW) == 0
+    store.add_request(request("soon", expires_in=10))
+    store.add_request(request("later", expires_in=100))
+    store.add_request(request("decided", expires_in=100))
+    store.decide("decided", status=RequestStatus.APPROVED, now=NOW)
+    assert store.count_pending(now=NOW) == 2
+    assert store.count_pending(now=NOW + 10) == 1  # expiry is judged by the clock given
+    store.delete_request("later")
+    assert store.count_pending(now=NOW) == 1
+    assert store.count_pending(now=NOW + 100) == 0
+
+
 def test_pending_notifications(store: Store) -> None:
     store.add_request(ping("approved", expires_in=100))
     store.add_request(ping("expiring", expires_in=10))
@@ -422,8 +437,10 @@ CONCERNS = [
     EnrollmentStore,
     RequestStore,
     CallbackStore,
+    OutboxStore,
     ReceiptStore,
     IntentStore,
+    RefusalStore,
     SingleUseStore,
     AttemptStore,
     UserCodeStore,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ciba_service.core.model import CallbackState, Enrollment, RequestStatus
+from ciba_service.core.model import CallbackState, ChannelRefusal, Enrollment, OutboxEntry, RequestStatus
 from ciba_service.store import Store
 from tests.support.records import NOW, intent, passkey, ping, receipt, request, user
 
@@ -18,10 +18,13 @@ def seed(store: Store) -> None:
     store.add_user(user())
     store.add_passkey(passkey())
     store.add_enrollment(Enrollment(token_hash="t1", user_id="u1", expires_at=NOW + 600))
-    store.add_request(request("r1"))
+    store.add_request(
+        request("r1"), outbox=OutboxEntry(request_id="r1", notice={}, created_at=NOW, expires_at=NOW + 300)
+    )
     store.add_request(ping("r2"))
     store.decide("r2", status=RequestStatus.APPROVED, now=NOW)
     store.add_intent(intent())
+    store.keep_refusal(ChannelRefusal(intent_id="i9", error="e", error_description="d", expires_at=NOW + 60), now=NOW)
 
 
 Call = Callable[[Store], object]
@@ -49,12 +52,18 @@ WRITES: dict[str, Call] = {
     "use_once": lambda s: s.use_once("jti-1", expires_at=NOW + 60, now=NOW),
     "reserve_attempt": lambda s: s.reserve_attempt("k", attempt_id="a1", now=NOW, window=900, limit=3),
     "set_user_code": lambda s: s.set_user_code("u1", "scrypt$1"),
+    "claim_outbox": lambda s: s.claim_outbox("r1", now=NOW, lease=60),
+    "keep_refusal": lambda s: s.keep_refusal(
+        ChannelRefusal(intent_id="i2", error="e", error_description="d", expires_at=NOW + 60), now=NOW
+    ),
 }
 DELETES: dict[str, Call] = {
     "delete_request": lambda s: s.delete_request("r1"),
     "take_intent": lambda s: s.take_intent("i1", now=NOW),
     "delete_intent": lambda s: s.delete_intent("i1"),
     "cancel_attempt": lambda s: s.cancel_attempt("k", attempt_id="a1"),
+    "mark_outbox_delivered": lambda s: s.mark_outbox_delivered("r1"),
+    "take_refusal": lambda s: s.take_refusal("i9", now=NOW),
 }
 READS: dict[str, Call] = {
     "get_user": lambda s: s.get_user("u1"),
@@ -69,7 +78,9 @@ READS: dict[str, Call] = {
     "find_request_by_jti": lambda s: s.find_request_by_jti("j1"),
     "get_receipt": lambda s: s.get_receipt("rc1"),
     "expired_pending": lambda s: s.expired_pending(now=NOW),
+    "count_pending": lambda s: s.count_pending(now=NOW),
     "pending_notifications": lambda s: s.pending_notifications(now=NOW),
     "get_user_code": lambda s: s.get_user_code("u1"),
+    "outbox_due": lambda s: s.outbox_due(now=NOW, limit=10),
 }
 CALLS = {**WRITES, **DELETES, **READS}

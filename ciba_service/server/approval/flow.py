@@ -108,6 +108,7 @@ class Approvals:
             request.request_id, status=RequestStatus.APPROVED, now=context.now(), receipt=verified.receipt
         ):
             raise ApprovalAlreadyDecided("this request was already decided")
+        context.events.decision("approved")
         self._after_decision(request.request_id)
         return {"status": "approved", "receipt": verified.receipt.receipt_id}
 
@@ -117,6 +118,7 @@ class Approvals:
         self._require_pending(request)
         if not context.store.decide(request.request_id, status=RequestStatus.DENIED, now=context.now()):
             raise ApprovalAlreadyDecided("this request was already decided")
+        context.events.decision("denied")
         self._after_decision(request.request_id)
         return {"status": "denied"}
 

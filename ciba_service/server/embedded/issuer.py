@@ -18,8 +18,8 @@ from ciba_service.server.delivery import NotificationSender
 from ciba_service.server.discovery import common_metadata
 from ciba_service.server.grant import CibaGrant
 from ciba_service.server.introspection import introspect
-from ciba_service.server.issuer import BackchannelResult, TokenResult
-from ciba_service.server.notify import ApprovalNotice
+from ciba_service.server.issuer import BackchannelResult, ChannelResult, TokenResult
+from ciba_service.server.outbox import Outbox
 from ciba_service.server.user_code import UserCodes
 
 __all__ = ["EmbeddedIssuer"]
@@ -34,6 +34,7 @@ class EmbeddedIssuer:
         self._context = context
         self.grant = CibaGrant(context)
         self.user_codes = UserCodes(context)
+        self.outbox = Outbox(context)
         settings = context.settings
         self.sender = NotificationSender(timeout=settings.notification_timeout, attempts=settings.notification_attempts)
         # Deliveries run on their own threads so the user's Approve answers at once; tests
@@ -127,11 +128,14 @@ class EmbeddedIssuer:
             nonce=new_id(16),
             upstream=upstream,
         )
-        context.store.add_request(request)
+        notice = context.notice_for(request, user)
+        # The notice goes into the store with the request, in one step: once the agent has its
+        # auth_req_id, the user is sure to be told, even if this process dies right after.
+        context.store.add_request(request, outbox=self.outbox.entry(request, notice))
         response: dict[str, Any] = {"auth_req_id": auth_req_id, "expires_in": validated.expires_in}
         if mode != "push":  # CIBA 7.3: interval only where the client polls
             response["interval"] = request.interval
-        return BackchannelResult(response=response, notice=context.notice_for(request, user), request=request)
+        return BackchannelResult(response=response, notice=notice, request=request)
 
     # token endpoint and introspection ---------------------------------------------------
     def token(self, params: Params, authorization: str | None, dpop_proofs: list[str]) -> TokenResult:
@@ -140,7 +144,7 @@ class EmbeddedIssuer:
     def introspect(self, params: Params, authorization: str | None) -> dict[str, Any]:
         return introspect(self._context, params, authorization)
 
-    def channel(self, authorization: str | None, body: Mapping[str, Any]) -> ApprovalNotice:
+    def channel(self, authorization: str | None, body: Mapping[str, Any]) -> ChannelResult:
         raise ChannelError(404, "this service runs in embedded mode: it has no Keycloak authentication channel")
 
     # after the user's decision ------------------------------------------------------------
@@ -184,6 +188,9 @@ class EmbeddedIssuer:
             str(upstream.get("endpoint")), bearer=str(upstream.get("notification_token")), payload=payload
         )
         store.set_callback_state(request_id, CallbackState.SENT if result.delivered else CallbackState.FAILED)
+        self._context.events.delivery(
+            str(upstream.get("delivery")), delivered=result.delivered, attempts=result.attempts
+        )
         if not result.delivered:
             log.warning("%s delivery for %s failed: %s", upstream.get("delivery"), request_id, result.reason)
         return result.delivered

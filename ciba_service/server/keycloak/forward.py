@@ -1,8 +1,11 @@
-"""Step 1 of keycloak mode: the agent's ``/bc-authorize`` is validated exactly as in embedded
-mode, the intent (the full ``authorization_details``) is stored, and the request is forwarded
-to Keycloak's CIBA endpoint with the agent's own client authentication and a short ``intent``
-reference. Keycloak's answer goes back to the agent unchanged. The token endpoint is
-Keycloak's; requests sent to ours are relayed unchanged."""
+"""Step 1 of keycloak mode: the agent's ``/bc-authorize`` is checked as in embedded mode as far
+as the checks do not depend on who the client is (syntax, the type registry, limits), the intent
+(the full ``authorization_details``) is stored, and the request is forwarded to Keycloak's CIBA
+endpoint with the agent's own client authentication and a short ``intent`` reference. Keycloak
+authenticates the client; the client's own policy (its scopes and authorization_details types)
+is applied in the channel step (:mod:`.channel`), and a refusal there reaches the agent as the
+same precise error. Keycloak's answer goes back to the agent unchanged otherwise. The token
+endpoint is Keycloak's; requests sent to ours are relayed unchanged."""
 
 from __future__ import annotations
 
@@ -11,21 +14,26 @@ from typing import Any
 
 import httpx
 
-from ciba_service.config import ClientConfig
 from ciba_service.core.errors import (
     InvalidBindingMessage,
     InvalidClient,
     InvalidRequest,
     TemporarilyUnavailable,
-    UnknownUserId,
     UnsupportedGrantType,
 )
 from ciba_service.core.model import Intent
 from ciba_service.core.params import Params
 from ciba_service.core.protocol import CIBA_GRANT_TYPE
 from ciba_service.core.security import new_id, sha256_b64url
-from ciba_service.server.backchannel import validate_backchannel_request
-from ciba_service.server.client_auth import AuthenticatedClient, parse_basic
+from ciba_service.server.backchannel import (
+    check_authorization_details,
+    check_binding_message,
+    check_one_hint,
+    check_requested_expiry,
+    check_scope,
+    check_unsupported_parameters,
+)
+from ciba_service.server.client_auth import parse_basic
 from ciba_service.server.context import ServerContext
 from ciba_service.server.issuer import BackchannelResult, TokenResult
 from ciba_service.server.keycloak.channel import INTENT_PARAMETER, Refusals
@@ -43,8 +51,9 @@ _UNSUPPORTED = ("login_hint_token", "id_token_hint", "request", "user_code")
 def identify_client(params: Params, authorization: str | None) -> tuple[str, dict[str, str], dict[str, str]]:
     """The client id, and the client authentication to pass through unchanged.
 
-    Keycloak verifies the credentials; we only need to know which client speaks so we can
-    apply its authorization_details policy and bind the channel call to it."""
+    Keycloak verifies the credentials; we only need to know which client claims to speak so we
+    can bind the intent (and through it the channel call, where Keycloak's token proves who it
+    is) to that client."""
     form_secret = params.optional("client_secret")
     form_id = params.optional("client_id")
     if authorization:
@@ -83,17 +92,19 @@ class Forwarder:
             if unsupported in params:
                 hint = "; use login_hint" if unsupported.endswith("hint") or unsupported == "request" else ""
                 raise InvalidRequest(f"'{unsupported}' is not supported in keycloak mode{hint}")
-        policy = context.settings.client(client_id) or ClientConfig(
-            client_id=client_id, scopes=["openid", "profile", "email"]
+        # Only checks that do not depend on who the client is, since Keycloak has not
+        # authenticated it yet: its policy (scopes, authorization_details types) is applied in
+        # the channel step, so a caller with a wrong secret learns nothing about it.
+        check_unsupported_parameters(params, settings=context.settings)
+        scope = check_scope(params, None)
+        check_one_hint(params)  # login_hint: the others were refused above
+        login_hint = params.required("login_hint")
+        binding_message = check_binding_message(params, max_length=context.settings.binding_message_max_length)
+        expires_in = check_requested_expiry(
+            params, default=context.settings.request_expiry_default, maximum=context.settings.request_expiry_max
         )
-        validated = validate_backchannel_request(
-            params=params,
-            client=AuthenticatedClient(client=policy, method="passthrough"),
-            settings=context.settings,
-            registry=context.registry,
-            context=context.request_context(),
-        )
-        if validated.binding_message is not None and not _KEYCLOAK_BINDING_MESSAGE.fullmatch(validated.binding_message):
+        details = check_authorization_details(params, None, registry=context.registry, settings=context.settings)
+        if binding_message is not None and not _KEYCLOAK_BINDING_MESSAGE.fullmatch(binding_message):
             # Keycloak refuses the whole request otherwise; saying so here is more precise.
             raise InvalidBindingMessage(
                 "in keycloak mode binding_message must be 1-50 characters of letters, digits and -._+/!?# "
@@ -103,25 +114,25 @@ class Forwarder:
         intent = Intent(
             intent_id=new_id(16),
             client_id=client_id,
-            login_hint=validated.login_hint,
-            scope=validated.scope,
-            binding_message=validated.binding_message,
-            authorization_details=validated.authorization_details,
+            login_hint=login_hint,
+            scope=scope,
+            binding_message=binding_message,
+            authorization_details=details,
             created_at=now,
-            expires_at=now + validated.expires_in,
+            expires_at=now + expires_in,
         )
         # Stored before forwarding: Keycloak calls the channel while it handles the request.
         store.add_intent(intent)
         form = {
-            "scope": validated.scope,
-            "login_hint": validated.login_hint,
+            "scope": scope,
+            "login_hint": login_hint,
             INTENT_PARAMETER: intent.intent_id,
             **auth_form,
         }
-        if validated.binding_message is not None:
-            form["binding_message"] = validated.binding_message
+        if binding_message is not None:
+            form["binding_message"] = binding_message
         if params.optional("requested_expiry") is not None:
-            form["requested_expiry"] = str(validated.expires_in)
+            form["requested_expiry"] = str(expires_in)
         for name in ("acr_values", "client_notification_token"):
             value = params.optional(name)
             if value is not None:
@@ -139,14 +150,15 @@ class Forwarder:
             body: dict[str, Any] = response.json()
         except ValueError:
             body = {}
+        # Taken whatever Keycloak answered (it is recorded only when the channel refused).
         refusal = self._refusals.take(intent.intent_id)
         if response.status_code >= 500 or not isinstance(body, dict) or not body:
             self._discard(intent.intent_id)
-            if refusal is not None and refusal.unknown_user:
-                # The user cannot approve (unknown, disabled, or no passkey in Keycloak).
-                raise UnknownUserId(refusal.description)
             if refusal is not None:
-                raise InvalidRequest(f"the approval could not start: {refusal.description}")
+                # The channel refused (on whichever instance Keycloak called): the precise
+                # error instead of Keycloak's "503 server_error". Only reached once Keycloak has
+                # authenticated the client, since Keycloak calls the channel only then.
+                raise refusal
             raise TemporarilyUnavailable(f"the identity provider failed (HTTP {response.status_code}); retry later")
         if response.status_code != 200:
             self._discard(intent.intent_id)

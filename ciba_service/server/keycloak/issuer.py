@@ -18,12 +18,11 @@ from ciba_service.core.params import Params
 from ciba_service.jose.jwks import JwksCache
 from ciba_service.server.context import ServerContext
 from ciba_service.server.discovery import common_metadata
-from ciba_service.server.issuer import BackchannelResult, TokenResult
+from ciba_service.server.issuer import BackchannelResult, ChannelResult, TokenResult
 from ciba_service.server.keycloak.admin import KeycloakAdmin, UserMirror
 from ciba_service.server.keycloak.callback import Callbacks
 from ciba_service.server.keycloak.channel import AuthChannel, Refusals
 from ciba_service.server.keycloak.forward import Forwarder
-from ciba_service.server.notify import ApprovalNotice
 
 __all__ = ["KeycloakIssuer"]
 
@@ -54,7 +53,8 @@ class KeycloakIssuer:
             clock=context.clock,
         )
         self.users = UserMirror(context, self.admin, ttl=kc.user_cache_ttl)
-        refusals = Refusals()
+        # In the store: the channel call and the forwarding call may reach different instances.
+        refusals = Refusals(context)
         self.forwarder = Forwarder(context, http=self.http, oidc=self.oidc, refusals=refusals)
         self.channel_endpoint = AuthChannel(
             context,
@@ -94,7 +94,7 @@ class KeycloakIssuer:
     def introspect(self, params: Params, authorization: str | None) -> dict[str, Any]:
         raise NotOffered(f"keycloak mode: Keycloak introspects its tokens at {self.oidc}/token/introspect")
 
-    def channel(self, authorization: str | None, body: Mapping[str, Any]) -> ApprovalNotice:
+    def channel(self, authorization: str | None, body: Mapping[str, Any]) -> ChannelResult:
         return self.channel_endpoint.handle(authorization, body)
 
     def before_approve(self, request: BackchannelRequest) -> None:

@@ -1,19 +1,25 @@
--- add_request.lua: store a new backchannel request with its auth_req_id and approval indexes.
+-- add_request.lua: store a new backchannel request with its auth_req_id and approval indexes and,
+-- when given, its user's notice in the outbox.
 -- Guards: request id, auth_req_id hash and approval id are unique (CONFLICT, nothing written
--- otherwise); a pending record and its two index keys expire together.
--- KEYS[1] the request (p request:<request_id>).
--- ARGV[1] prefix, ARGV[2] request_id, ARGV[3] ttl ms (0: durable), ARGV[4..] field/value pairs.
+-- otherwise); a pending record and its two index keys expire together; the notice is written in
+-- the same step as its request, so a request acknowledged to the agent never lacks its notice
+-- (a crash right after answering leaves the notice for another sender).
+-- KEYS[1] the request (p request:<request_id>), KEYS[2] its outbox entry (p outbox:<request_id>,
+-- only when there is one).
+-- ARGV[1] prefix, ARGV[2] request_id, ARGV[3] ttl ms (0: durable), ARGV[4] outbox entry ttl ms,
+-- ARGV[5] JSON object of the outbox entry's field/value pairs ('' for none), ARGV[6..] the
+-- request's field/value pairs.
 -- Returns 1.
 
 local id = ARGV[2]
 local f = {}
-for i = 4, #ARGV, 2 do f[ARGV[i]] = ARGV[i + 1] end
+for i = 6, #ARGV, 2 do f[ARGV[i]] = ARGV[i + 1] end
 local by_hash = prefix .. 'auth_req_id:' .. text(f['auth_req_id_hash'])
 local by_approval = prefix .. 'approval:' .. text(f['approval_id'])
 if redis.call('EXISTS', KEYS[1], by_hash, by_approval) > 0 then
   return conflict('request, auth_req_id or approval id already stored')
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 for _, key in ipairs(index_keys(id)) do redis.call('SET', key, id) end
 if tonumber(ARGV[3]) > 0 then
   -- pending: the record and its indexes go together, retention after the request's expiry
@@ -22,4 +28,12 @@ if tonumber(ARGV[3]) > 0 then
   redis.call('PEXPIRE', by_approval, ARGV[3])
 end
 reindex(id)
+if ARGV[5] ~= '' then
+  local entry = cjson.decode(ARGV[5])
+  redis.call('DEL', KEYS[2])  -- a leftover of an earlier request with this id is no one's notice
+  for field, value in pairs(entry) do redis.call('HSET', KEYS[2], field, value) end
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  -- due for a sweep once its first lease (the answering instance's) runs out
+  redis.call('ZADD', prefix .. 'outbox', tonumber(entry['claimed_until']), id)
+end
 return 1

@@ -1,4 +1,5 @@
--- delete_request.lua: delete a request, the index keys still pointing at it, and its sweep entries.
+-- delete_request.lua: delete a request, the index keys still pointing at it, its sweep entries
+-- and its outbox entry.
 -- Guards: an index key now pointing at another request is left alone.
 -- KEYS[1] the request.
 -- ARGV[1] prefix, ARGV[2] request_id.
@@ -9,4 +10,6 @@ for _, key in ipairs(index_keys(ARGV[2])) do
 end
 redis.call('DEL', KEYS[1])
 reindex(ARGV[2])
+redis.call('DEL', prefix .. 'outbox:' .. ARGV[2])
+redis.call('ZREM', prefix .. 'outbox', ARGV[2])
 return 1

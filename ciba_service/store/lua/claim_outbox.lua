@@ -1,0 +1,27 @@
+-- claim_outbox.lua: lease a request's undelivered notice to one sender, or drop it.
+-- Security: one sender at a time: instances sweeping at the same moment cannot both send the
+-- same approval link (the user is told once); a sender that died is replaced once its lease has
+-- run out (the user is still told). A notice whose request is decided, expired or gone is
+-- deleted instead: a stale link is never sent.
+-- KEYS[1] the outbox entry (p outbox:<request_id>).
+-- ARGV[1] prefix, ARGV[2] request_id, ARGV[3] now, ARGV[4] the new lease's end (now + lease).
+-- Returns the entry's field/value pairs when claimed, nil otherwise.
+
+local id = ARGV[2]
+local index = prefix .. 'outbox'
+local claimed = redis.call('HGET', KEYS[1], 'claimed_until')
+if not claimed then
+  redis.call('ZREM', index, id)
+  return false
+end
+local r = redis.call('HMGET', request_key(id), 'status', 'expires_at')
+if r[1] ~= '"pending"' or not r[2] or tonumber(r[2]) <= tonumber(ARGV[3]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', index, id)
+  return false
+end
+if tonumber(claimed) > tonumber(ARGV[3]) then return false end
+redis.call('HSET', KEYS[1], 'claimed_until', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('ZADD', index, tonumber(ARGV[4]), id)
+return redis.call('HGETALL', KEYS[1])
