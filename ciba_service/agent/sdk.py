@@ -10,8 +10,10 @@
   halves, for agent graphs that pause while the human decides and resume later, perhaps in
   another process (the pending request is plain JSON in the graph's state).
 
-The mapping from a call to ``authorization_details`` is a plain callable here; when
-``ciba_service.pep``'s declarative tool-call mapping lands, it plugs in as that callable.
+The mapping from a call to ``authorization_details`` is a plain callable here, so the
+declarative tool-call mapping of ``ciba_service.pep`` (which sits above this package and may not
+be imported by it) plugs in from the caller's side (README, "Use the SDK"; a ``deny`` decision
+must raise there, since it carries no entry and ``None`` means "free").
 """
 
 from __future__ import annotations

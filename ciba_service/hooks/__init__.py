@@ -3,7 +3,8 @@ approves it with a passkey.
 
 - :mod:`~ciba_service.hooks.policy`: :class:`ToolPolicy` (the interface every hook asks: one
   :data:`Decision` per tool call) and :class:`PolicyFile`, the minimal TOML policy behind it
-  until ``ciba_service.pep``'s tool-call mapping replaces it.
+  until ``ciba_service.pep``'s tool-call mapping can say what it says (command patterns,
+  resolved paths) and replaces it.
 - :mod:`~ciba_service.hooks.guard`: :class:`Guard`, the decision whatever the agent (policy,
   backchannel request, wait, token check; fails closed).
 - :mod:`~ciba_service.hooks.claude_code`: Claude Code's ``PreToolUse`` wire format

@@ -2,12 +2,15 @@
 :data:`Decision` per call), and a minimal policy file behind it (:class:`PolicyFile`).
 
 **The adapter to replace.** DESIGN.md calls for one declarative tool-call mapping shared by
-every enforcement point (MCP guard, AuthZEN PDP, hooks), built in ``ciba_service.pep``. Until it
-lands, :class:`PolicyFile` implements :class:`ToolPolicy` with just what a coding-agent hook
+every enforcement point (MCP guard, AuthZEN PDP, hooks): ``ciba_service.pep``. It has landed, but
+its conditions compare an argument with a literal (``eq``, ``in``, ``lt``, ...), and a coding-agent
+hook needs two things it cannot say yet: a pattern searched in a Bash command (``git push
+--force`` anywhere in ``cd x && git push origin +main``) and a glob on the path a write resolves
+to (symlinks followed). Until ``pep``'s conditions have those (a bounded ``matches`` and a
+``path`` operator), :class:`PolicyFile` implements :class:`ToolPolicy` with just what the hook
 needs: rules by tool name (globs, ``mcp__server__*``), by Bash command (regular expressions) and
-by written path (globs); first matching rule wins. When ``ciba_service.pep`` exists, wrap its
-engine in a :class:`ToolPolicy` and delete :class:`PolicyFile`; the hooks depend only on the
-interface.
+by written path (globs); first matching rule wins. Then wrap ``pep``'s ``ToolMapping.evaluate``
+in a :class:`ToolPolicy` and delete :class:`PolicyFile`; the hooks depend only on the interface.
 
 Evaluation is safe on hostile calls (the model chooses the tool input, and a prompt injection
 can choose it for the model): nothing is executed, no file is read but the resolved path of a
@@ -103,7 +106,7 @@ Decision = Free | NeedsApproval | Denied
 
 
 class ToolPolicy(Protocol):
-    """What a hook asks of a policy; ``ciba_service.pep``'s engine will provide it."""
+    """What a hook asks of a policy; ``ciba_service.pep``'s engine is to provide it (see above)."""
 
     def evaluate(self, call: ToolCall) -> Decision: ...
 

@@ -344,3 +344,42 @@ def test_authorize_with_an_inbox(live: Any, mode: str) -> None:
     )
     assert approval.authorization_details == ACTION
     agent.close()
+
+
+def test_the_decorator_takes_the_pep_tool_call_mapping(env: Env) -> None:
+    """The same declarative mapping as the MCP guard and the PDP (ciba_service.pep) plugs in as
+    ``details``; a ``deny`` decision must refuse, never fall through to "no approval needed"."""
+    from ciba_service.pep import Decision, Policy
+
+    policy = Policy.from_dict(
+        {
+            "default": "deny",
+            "tools": {
+                "update_policy": {
+                    "decision": "approval",
+                    "type": "iam_policy",
+                    "actions": ["update"],
+                    "identifier": "{args.policy_id}",
+                    "locations": ["https://iam.example.test/"],
+                    "words": "Update IAM policy {args.policy_id}",
+                    "unbound_args": ["dry_run"],
+                    "rules": [{"when": [{"arg": "policy_id", "eq": "policy-0"}], "decision": "deny"}],
+                }
+            },
+        }
+    )
+
+    def details(arguments: dict[str, Any]) -> list[dict[str, Any]] | None:
+        evaluation = policy.evaluate("update_policy", arguments, subject="alice")
+        if evaluation.decision is Decision.DENY:
+            raise PermissionError(evaluation.reason)
+        return evaluation.authorization_details or None
+
+    @requires_approval(agent=sync_agent(env, approve_latest), login_hint="alice", details=details)
+    def update_policy(policy_id: str, dry_run: bool = False, *, approval: Approval | None = None) -> Approval | None:
+        return approval
+
+    approval = update_policy("policy-42")
+    assert approval is not None and approval.authorization_details == ACTION
+    with pytest.raises(PermissionError):
+        update_policy("policy-0")
