@@ -30,6 +30,12 @@ more than 1% unexpected answers is withheld, and so is a ratio built on it. The 
 ``bc_vs_nop=R1 token_vs_nop=R2`` (ciba-service, one worker, req/s divided by oidc-provider req/s)
 and ``workers=2 bc_vs_nop=... token_vs_nop=...``.
 
+The machine may be shared (2 cores here): before each measured run the script waits
+(``--max-wait``, 300 s) until other processes use less than a quarter of a core, and each run
+reports the CPU used by wrk, the server and everything else ("DISTURBED" when other processes
+took more than a quarter of a core). wrk itself competes with the servers for the same cores; the
+"generator ceiling" line shows what it drives against a trivial server.
+
 ``--profile`` also runs py-spy (``pip install py-spy``) on the one-worker server during an extra
 ``/bc-authorize`` run of ``--profile-seconds`` and prints the top functions by share of samples.
 """
@@ -74,8 +80,18 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-reference", action="store_true", help="skip node-oidc-provider")
     p.add_argument("--profile", action="store_true", help="py-spy the one-worker server under /bc-authorize load")
     p.add_argument("--profile-seconds", type=float, default=10)
+    p.add_argument(
+        "--max-wait", type=float, default=300, help="wait up to this long for other load to stop before a run (s)"
+    )
     p.add_argument("--workdir", type=Path, default=None, help="where configs, data and logs go (default: temp)")
     return p.parse_args()
+
+
+def quiet(args: argparse.Namespace) -> None:
+    """Other sessions may share this machine: wait for it to be quiet before a measured run."""
+    note = bk.wait_quiet(args.max_wait)
+    if note:
+        print(f"  ({note})", flush=True)
 
 
 def poll_gap_note(ids: int, result: bk.LoadResult) -> str:
@@ -110,6 +126,7 @@ def bench_reference(args: argparse.Namespace, workdir: Path) -> Figures:
                 duration=args.warmup,
                 **common,
             )
+        quiet(args)
         figures.bc = bk.run_wrk(
             url,
             mode="body",
@@ -131,6 +148,7 @@ def bench_reference(args: argparse.Namespace, workdir: Path) -> Figures:
             print(f"  note: before the token run, polling each id once gave {check.counts}")
         id_file = workdir / "oidc-provider-ids.txt"
         id_file.write_text("\n".join(ids) + "\n")
+        quiet(args)
         figures.token = bk.run_wrk(
             ref.url + ref.token_path,
             mode="poll",
@@ -164,6 +182,7 @@ def bench_ciba(args: argparse.Namespace, workdir: Path, workers: int) -> Figures
                 duration=args.warmup,
                 **common,
             )
+        quiet(args)
         figures.bc = bk.run_wrk(
             url,
             mode="body",
@@ -176,6 +195,7 @@ def bench_ciba(args: argparse.Namespace, workdir: Path, workers: int) -> Figures
         ids = bk.create_pending(url, authorization=server.authorization, count=args.token_ids)
         id_file = workdir / f"ciba-w{workers}-ids.txt"
         id_file.write_text("\n".join(ids) + "\n")
+        quiet(args)
         figures.token = bk.run_wrk(
             server.url + "/token",
             mode="poll",
@@ -223,6 +243,7 @@ def profile(args: argparse.Namespace, server: bk.CibaServer, workdir: Path) -> N
             server_pids=[pid],
         )
 
+    quiet(args)
     driver = threading.Thread(target=drive)
     driver.start()
     time.sleep(1)
@@ -340,6 +361,7 @@ def main() -> None:
         f"each run: {args.connections} connections, {args.duration:g} s, wrk + scripts/bench/wrk_oauth.lua; "
         f"work files in {workdir}"
     )
+    quiet(args)
     ceiling = bk.generator_ceiling(
         connections=args.connections, duration=min(args.duration, 5), threads=args.wrk_threads
     )
@@ -367,6 +389,8 @@ def main() -> None:
                 cells.append(f"{name} -")
             else:
                 cells.append(f"{name} {result.rps:.0f} req/s p50 {result.p50_ms:.1f} p99 {result.p99_ms:.1f}")
+                if result.others_load > bk.BUSY_THRESHOLD:
+                    cells[-1] += " (disturbed)"
         print(f"  {f.label:<28}" + "   ".join(cells))
     if reference is None:
         print("no ratios: the oidc-provider reference was skipped")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 import os
 import re
@@ -128,6 +129,39 @@ def cpu_seconds(pids: Sequence[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all processes on the machine have used (user, nice, system, irq, softirq, steal)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """This process and its waited-for children."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+# More than this share of one core used by processes that are not part of a run (other
+# people's builds and tests on a shared machine) marks the run's figures as disturbed.
+BUSY_THRESHOLD = 0.25
+
+
+def wait_quiet(max_wait: float, *, sample: float = 2.0) -> str:
+    """Before a run, while our servers are idle: wait (up to ``max_wait`` s) until the rest of
+    the machine uses less than BUSY_THRESHOLD of a core. Returns a note ('' when it was quiet)."""
+    start = time.monotonic()
+    while True:
+        before = machine_busy_seconds()
+        time.sleep(sample)
+        load = (machine_busy_seconds() - before) / sample
+        waited = time.monotonic() - start
+        if load < BUSY_THRESHOLD:
+            return f"waited {waited:.0f} s for the machine to be quiet" if waited > sample + 1 else ""
+        if waited >= max_wait:
+            return f"machine still busy after {waited:.0f} s ({load:.2f} cores used by other processes)"
 
 
 def children(pid: int) -> list[int]:
@@ -437,6 +471,8 @@ class LoadResult:
     counts: dict[str, int]
     socket_errors: dict[str, int] = field(default_factory=dict)
     note: str = ""
+    # Cores used meanwhile by processes outside the run (neither the server nor the generator).
+    others_load: float = 0.0
 
     @property
     def rps(self) -> float:
@@ -477,10 +513,13 @@ def run_wrk(
         str(threads),
     ]
     server_before = cpu_seconds(server_pids)
+    machine_before = machine_busy_seconds()
+    own_before = own_cpu_seconds()
     before = os.times()
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     after = os.times()
     server_cpu = cpu_seconds(server_pids) - server_before
+    others = machine_busy_seconds() - machine_before - server_cpu - (own_cpu_seconds() - own_before)
     wrk_cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
     line = next((x for x in out.stdout.splitlines() if x.startswith("WRKJSON ")), None)
     if out.returncode != 0 or line is None:
@@ -499,8 +538,10 @@ def run_wrk(
         note=(
             f"CPU: wrk {wrk_cpu / seconds * 100:.0f}%"
             + (f", server {server_cpu / seconds * 100:.0f}%" if server_pids else "")
-            + " of one core"
+            + f", other processes {others / seconds * 100:.0f}% of one core"
+            + (" (!) DISTURBED by other load" if server_pids and others / seconds > BUSY_THRESHOLD else "")
         ),
+        others_load=others / seconds,
     )
 
 
@@ -540,6 +581,7 @@ async def _paced(
     count: int,
     connections: int,
     skip_first: int,
+    server_pids: Sequence[int],
 ) -> LoadResult:
     headers = {"Authorization": authorization, "Content-Type": "application/x-www-form-urlencoded"}
     latencies: list[float] = []
@@ -564,6 +606,7 @@ async def _paced(
             counts[_answer_key(response)] += 1
 
         start = time.perf_counter()
+        cpu_before = (machine_busy_seconds(), cpu_seconds(server_pids), own_cpu_seconds())
         tasks = []
         for i in range(count):
             due = start + i / rate
@@ -575,14 +618,22 @@ async def _paced(
             tasks.append(asyncio.create_task(one(i)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
+        server_cpu = cpu_seconds(server_pids) - cpu_before[1]
+        own_cpu = own_cpu_seconds() - cpu_before[2]
+        others = (machine_busy_seconds() - cpu_before[0] - server_cpu - own_cpu) / elapsed
     latencies.sort()
+    cpu = f"CPU: generator {own_cpu / elapsed * 100:.0f}%, server {server_cpu / elapsed * 100:.0f}%, "
+    cpu += f"other processes {others * 100:.0f}% of one core"
+    if others > BUSY_THRESHOLD:
+        cpu += " (!) DISTURBED by other load"
     return LoadResult(
         requests=len(latencies),
         seconds=elapsed - skip_first / rate,
         p50_ms=_percentile(latencies, 50) * 1000,
         p99_ms=_percentile(latencies, 99) * 1000,
         counts=dict(counts),
-        note=f"generator max lag behind schedule {lag_max * 1000:.1f} ms; {slow_bursts(timeline)}",
+        note=f"generator max lag behind schedule {lag_max * 1000:.1f} ms; {slow_bursts(timeline)}; {cpu}",
+        others_load=others,
     )
 
 
@@ -630,12 +681,35 @@ def paced_load(
     duration: float,
     connections: int = 16,
     skip_first: int = 0,
+    server_pids: Sequence[int] = (),
 ) -> LoadResult:
     """POST ``bodies`` (round-robin) at a fixed ``rate`` for ``duration`` seconds (open loop:
     each request starts on schedule, whatever the previous ones are doing), through at most
     ``connections`` keep-alive connections. Latency is measured per request from send to answer;
     the first ``skip_first`` requests are a warm-up and are not counted."""
     count = max(1, round(rate * duration))
+    # No garbage-collection pauses in the generator during the run: they would show as latency
+    # (this process has imported the service's packages, so a full collection takes a while).
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        return _run_paced(url, authorization, bodies, rate, count, connections, skip_first, server_pids)
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
+def _run_paced(
+    url: str,
+    authorization: str,
+    bodies: Sequence[str],
+    rate: float,
+    count: int,
+    connections: int,
+    skip_first: int,
+    server_pids: Sequence[int],
+) -> LoadResult:
     return asyncio.run(
         _paced(
             url,
@@ -645,6 +719,7 @@ def paced_load(
             count=count,
             connections=connections,
             skip_first=skip_first,
+            server_pids=server_pids,
         )
     )
 
