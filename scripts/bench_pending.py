@@ -94,6 +94,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--max-wait", type=float, default=300, help="wait up to this long for other load to stop before a run (s)"
     )
+    p.add_argument("--retries", type=int, default=2, help="runs disturbed by other load are repeated (default 2)")
     p.add_argument("--workdir", type=Path, default=None)
     return p.parse_args()
 
@@ -224,16 +225,18 @@ def run_size(
         ids = ([first, *polled])[:POLLED_IDS]
         warm = round(args.poll_rate)  # the first second of polls: warm-up, not counted
         bodies = bk.token_bodies(ids)
-        quiet(args)
-        token = bk.paced_load(
-            f"{server.url}/token",
-            authorization=server.authorization,
-            bodies=bodies,
-            rate=args.poll_rate,
-            duration=args.duration + warm / args.poll_rate,
-            connections=args.connections,
-            skip_first=warm,
-            server_pids=server.pids(),
+        token = measured(
+            args,
+            lambda: bk.paced_load(
+                f"{server.url}/token",
+                authorization=server.authorization,
+                bodies=bodies,
+                rate=args.poll_rate,
+                duration=args.duration + warm / args.poll_rate,
+                connections=args.connections,
+                skip_first=warm,
+                server_pids=server.pids(),
+            ),
         )
         result.token = token
         result.token_ok, _ = bk.check_answers(token, "400:authorization_pending")
@@ -244,30 +247,34 @@ def run_size(
             f"{len(ids)} ids, each every {len(ids) / args.poll_rate:.2f} s",
         )
         warm = round(args.bc_rate)
-        quiet(args)
-        bc = bk.paced_load(
-            f"{server.url}/bc-authorize",
-            authorization=server.authorization,
-            bodies=[bk.backchannel_body()],
-            rate=args.bc_rate,
-            duration=args.duration + warm / args.bc_rate,
-            connections=args.connections,
-            skip_first=warm,
-            server_pids=server.pids(),
+        bc = measured(
+            args,
+            lambda: bk.paced_load(
+                f"{server.url}/bc-authorize",
+                authorization=server.authorization,
+                bodies=[bk.backchannel_body()],
+                rate=args.bc_rate,
+                duration=args.duration + warm / args.bc_rate,
+                connections=args.connections,
+                skip_first=warm,
+                server_pids=server.pids(),
+            ),
         )
         result.bc = bc
         result.bc_ok, _ = bk.check_answers(bc, "200:auth_req_id")
         print_run("bc-authorize", bc, "200:auth_req_id")
         if not args.no_saturation and bk.wrk_available():
-            quiet(args)
-            saturated = bk.run_wrk(
-                f"{server.url}/bc-authorize",
-                mode="body",
-                authorization=server.authorization,
-                arg=bk.backchannel_body(),
-                connections=args.connections,
-                duration=args.duration,
-                server_pids=server.pids(),
+            saturated = measured(
+                args,
+                lambda: bk.run_wrk(
+                    f"{server.url}/bc-authorize",
+                    mode="body",
+                    authorization=server.authorization,
+                    arg=bk.backchannel_body(),
+                    connections=args.connections,
+                    duration=args.duration,
+                    server_pids=server.pids(),
+                ),
             )
             result.saturated = saturated
             result.saturated_ok, _ = bk.check_answers(saturated, "200:auth_req_id")
@@ -276,11 +283,10 @@ def run_size(
     return result
 
 
-def quiet(args: argparse.Namespace) -> None:
-    """Other sessions may share this machine: wait for it to be quiet before a measured run."""
-    note = bk.wait_quiet(args.max_wait)
-    if note:
-        print(f"    ({note})", flush=True)
+def measured(args: argparse.Namespace, run: Callable[[], bk.LoadResult]) -> bk.LoadResult:
+    """``run`` on a quiet machine; a run disturbed by other processes is tried again (up to
+    ``--retries`` times) and the least disturbed one kept."""
+    return bk.least_disturbed(run, retries=args.retries, max_wait=args.max_wait, log=lambda m: print(f"    ({m})"))
 
 
 def print_run(label: str, result: bk.LoadResult, expected: str, extra: str = "") -> None:
