@@ -131,17 +131,95 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def machine_busy_seconds() -> float:
-    """CPU time all processes on the machine have used (user, nice, system, irq, softirq, steal)."""
+def _cpu_times() -> tuple[float, float]:
+    """(CPU time all processes on the machine have used: user, nice, system, irq, softirq,
+    steal; of which irq + softirq), seconds."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq + steal) / tick, (irq + softirq) / tick
 
 
-def own_cpu_seconds() -> float:
-    """This process and its waited-for children."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+_PF_KTHREAD = 0x00200000
+
+
+@dataclass(frozen=True)
+class _Proc:
+    ppid: int
+    started: int
+    cpu: float  # utime + stime
+    reaped: float  # cutime + cstime: children it has waited for
+    kthread: bool
+
+
+def _process_table() -> dict[int, _Proc]:
+    tick = os.sysconf("SC_CLK_TCK")
+    table: dict[int, _Proc] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        f = text.rsplit(")", 1)[1].split()
+        # f[0] is stat field 3 (state): ppid 4, flags 9, utime 14, stime 15, cutime 16, cstime 17,
+        # starttime 22.
+        table[int(entry.name)] = _Proc(
+            ppid=int(f[1]),
+            started=int(f[19]),
+            cpu=(int(f[11]) + int(f[12])) / tick,
+            reaped=(int(f[13]) + int(f[14])) / tick,
+            kthread=bool(int(f[6]) & _PF_KTHREAD),
+        )
+    return table
+
+
+def _descendants(table: dict[int, _Proc], root: int) -> set[int]:
+    kids: dict[int, list[int]] = {}
+    for pid, proc in table.items():
+        kids.setdefault(proc.ppid, []).append(pid)
+    found, todo = {root}, [root]
+    while todo:
+        for kid in kids.get(todo.pop(), []):
+            if kid not in found:
+                found.add(kid)
+                todo.append(kid)
+    return found
+
+
+class OtherLoad:
+    """CPU used between start and :meth:`stop` by the kernel (kernel threads, irq, softirq: the
+    block I/O of the servers' fsyncs lands here) and by everything else that is not this
+    benchmark's own process tree (other people's builds and tests on a shared machine): the
+    machine's total less those two less our own processes (this one, the children it waited
+    for, such as wrk, and the live servers)."""
+
+    def __init__(self) -> None:
+        self._t0 = time.monotonic()
+        self._machine0 = _cpu_times()
+        self._table0 = _process_table()
+
+    def stop(self) -> tuple[float, float]:
+        """(cores used by other processes, cores used by the kernel), averaged over the span."""
+        table = _process_table()
+        total, irq = (b - a for a, b in zip(self._machine0, _cpu_times(), strict=True))
+        elapsed = max(time.monotonic() - self._t0, 1e-9)
+        me = os.getpid()
+        own = _descendants(table, me)
+        kernel, ours = irq, 0.0
+        for pid, proc in table.items():
+            before = self._table0.get(pid)
+            same = before is not None and before.started == proc.started
+            used = proc.cpu - before.cpu if before is not None and same else proc.cpu
+            if proc.kthread:
+                kernel += used if same else 0.0
+            elif pid in own:
+                ours += used
+        if me in table and me in self._table0:
+            ours += table[me].reaped - self._table0[me].reaped
+        others = total - kernel - ours
+        return max(others, 0.0) / elapsed, max(kernel, 0.0) / elapsed
 
 
 # More than this share of one core used by processes that are not part of a run (other
@@ -150,13 +228,13 @@ BUSY_THRESHOLD = 0.25
 
 
 def wait_quiet(max_wait: float, *, sample: float = 2.0) -> str:
-    """Before a run, while our servers are idle: wait (up to ``max_wait`` s) until the rest of
-    the machine uses less than BUSY_THRESHOLD of a core. Returns a note ('' when it was quiet)."""
+    """Before a run, while our servers are idle: wait (up to ``max_wait`` s) until other user
+    processes use less than BUSY_THRESHOLD of a core. Returns a note ('' when it was quiet)."""
     start = time.monotonic()
     while True:
-        before = machine_busy_seconds()
+        meter = OtherLoad()
         time.sleep(sample)
-        load = (machine_busy_seconds() - before) / sample
+        load, _ = meter.stop()
         waited = time.monotonic() - start
         if load < BUSY_THRESHOLD:
             return f"waited {waited:.0f} s for the machine to be quiet" if waited > sample + 1 else ""
@@ -535,13 +613,12 @@ def run_wrk(
         str(threads),
     ]
     server_before = cpu_seconds(server_pids)
-    machine_before = machine_busy_seconds()
-    own_before = own_cpu_seconds()
+    meter = OtherLoad()
     before = os.times()
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     after = os.times()
     server_cpu = cpu_seconds(server_pids) - server_before
-    others = machine_busy_seconds() - machine_before - server_cpu - (own_cpu_seconds() - own_before)
+    others, kernel = meter.stop()
     wrk_cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
     line = next((x for x in out.stdout.splitlines() if x.startswith("WRKJSON ")), None)
     if out.returncode != 0 or line is None:
@@ -560,10 +637,10 @@ def run_wrk(
         note=(
             f"CPU: wrk {wrk_cpu / seconds * 100:.0f}%"
             + (f", server {server_cpu / seconds * 100:.0f}%" if server_pids else "")
-            + f", other processes {others / seconds * 100:.0f}% of one core"
-            + (" (!) DISTURBED by other load" if server_pids and others / seconds > BUSY_THRESHOLD else "")
+            + f", kernel {kernel * 100:.0f}%, other processes {others * 100:.0f}% of one core"
+            + (" (!) DISTURBED by other load" if others > BUSY_THRESHOLD else "")
         ),
-        others_load=others / seconds,
+        others_load=others,
     )
 
 
@@ -628,7 +705,8 @@ async def _paced(
             counts[_answer_key(response)] += 1
 
         start = time.perf_counter()
-        cpu_before = (machine_busy_seconds(), cpu_seconds(server_pids), own_cpu_seconds())
+        cpu_before = (cpu_seconds(server_pids), cpu_seconds([os.getpid()]))
+        meter = OtherLoad()
         tasks = []
         for i in range(count):
             due = start + i / rate
@@ -640,12 +718,12 @@ async def _paced(
             tasks.append(asyncio.create_task(one(i)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
-        server_cpu = cpu_seconds(server_pids) - cpu_before[1]
-        own_cpu = own_cpu_seconds() - cpu_before[2]
-        others = (machine_busy_seconds() - cpu_before[0] - server_cpu - own_cpu) / elapsed
+        server_cpu = cpu_seconds(server_pids) - cpu_before[0]
+        own_cpu = cpu_seconds([os.getpid()]) - cpu_before[1]
+        others, kernel = meter.stop()
     latencies.sort()
     cpu = f"CPU: generator {own_cpu / elapsed * 100:.0f}%, server {server_cpu / elapsed * 100:.0f}%, "
-    cpu += f"other processes {others * 100:.0f}% of one core"
+    cpu += f"kernel {kernel * 100:.0f}%, other processes {others * 100:.0f}% of one core"
     if others > BUSY_THRESHOLD:
         cpu += " (!) DISTURBED by other load"
     return LoadResult(
