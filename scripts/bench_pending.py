@@ -20,14 +20,18 @@ free loopback port, started for the benchmark, one per size):
    after (SQLite: database file + WAL, and the database file alone after a TRUNCATE checkpoint;
    Redis: ``INFO memory`` used_memory);
 3. ``/token`` polls of 100 of those requests (spread over the whole store), round-robin at a
-   fixed rate (``--poll-rate``, 100/s: each one polled every 1.0 s, never faster than the
-   interval, so every answer should be ``authorization_pending``); the first second is warm-up;
+   fixed rate (``--poll-rate``, 50/s: each one polled every 2.0 s, twice the interval, so every
+   answer should be ``authorization_pending``; a server stall longer than ~1.25 s would still
+   earn ``slow_down``, which raises that id's interval for good, so a repeated run uses other
+   ids); the first second is warm-up;
 4. ``/bc-authorize`` with the usual valid request at a fixed rate (``--bc-rate``, 50/s; each one
    adds a pending request, so the "100" store holds up to ~1,600 by the end of this 30 s run);
    the first second is warm-up;
 5. ``/bc-authorize`` at saturation with wrk (16 connections, ``--duration`` s) for req/s, if wrk
    is installed.
 
+Steps 3 and 4 also run an fsync probe (4 KiB + fdatasync in the data directory every 0.1 s):
+SQLite commits wait for the disk, so a slow disk (other work on a shared machine) shows there.
 Steps 3 and 4 use an open-loop generator (asyncio + httpx, at most 16 connections): requests
 start on schedule whatever the server is doing, so p99 is the latency at a given load rather
 than the queueing at saturation. Every answer is checked (more than 1% unexpected withholds the
@@ -87,7 +91,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sizes", default="100,100000", help="pending requests in the store (default 100,100000)")
     p.add_argument("--stores", default="sqlite,redis", help="sqlite and/or redis (redis needs redis-server)")
     p.add_argument("--duration", type=float, default=30, help="seconds per measured run (default 30)")
-    p.add_argument("--poll-rate", type=float, default=100, help="token polls per second (default 100)")
+    p.add_argument("--poll-rate", type=float, default=50, help="token polls per second (default 50)")
     p.add_argument("--bc-rate", type=float, default=50, help="backchannel requests per second (default 50)")
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--no-saturation", action="store_true", help="skip the wrk /bc-authorize run")
@@ -112,11 +116,16 @@ def sqlite_checkpoint(server: bk.CibaServer) -> int:
     return db.stat().st_size
 
 
-def fill(store: Store, template: BackchannelRequest, count: int, expiry: int) -> tuple[list[str], float]:
-    """``count`` copies of ``template`` with fresh ids, one ``add_request`` each. Returns the
-    auth_req_ids of POLLED_IDS of them spread evenly over the fill, and the seconds taken."""
-    step = max(1, count // POLLED_IDS)
-    polled: list[str] = []
+def fill(
+    store: Store, template: BackchannelRequest, count: int, expiry: int, sets: int
+) -> tuple[list[list[str]], float]:
+    """``count`` copies of ``template`` with fresh ids, one ``add_request`` each. Returns up to
+    ``sets`` disjoint sets of POLLED_IDS auth_req_ids spread evenly over the fill (a repeated
+    poll run needs ids no earlier run has polled: a ``slow_down`` raises an id's interval for
+    good), and the seconds taken."""
+    sets = max(1, min(sets, count // POLLED_IDS))
+    step = max(1, count // (POLLED_IDS * sets))
+    picked: list[str] = []
     start = time.perf_counter()
     for i in range(count):
         auth_req_id = new_id(32)
@@ -132,11 +141,11 @@ def fill(store: Store, template: BackchannelRequest, count: int, expiry: int) ->
                 expires_at=now + expiry,
             )
         )
-        if i % step == 0 and len(polled) < POLLED_IDS:
-            polled.append(auth_req_id)
+        if i % step == 0 and len(picked) < POLLED_IDS * sets:
+            picked.append(auth_req_id)
         if count >= 10_000 and (i + 1) % (count // 10) == 0:
             print(f"    filled {i + 1}/{count} ({time.perf_counter() - start:.0f} s)", flush=True)
-    return polled, time.perf_counter() - start
+    return [picked[k::sets] for k in range(sets)], time.perf_counter() - start
 
 
 def redis_breakdown(redis: bk.RedisServer, request: BackchannelRequest, prefix: str = "ciba:") -> str:
@@ -209,7 +218,7 @@ def run_size(
         before = measure()
         main_before = server.store_files()[0].stat().st_size if redis is None else 0
         print(f"  {store_kind}, {size} pending: filling {size - 1} through the store API ...", flush=True)
-        polled, result.fill_seconds = fill(store, template, size - 1, expiry)
+        id_sets, result.fill_seconds = fill(store, template, size - 1, expiry, sets=args.retries + 1)
         after = measure()
         filled = size - 1
         result.bytes_per_request = (after - before) / filled if filled else 0.0
@@ -222,22 +231,29 @@ def run_size(
             result.bytes_note = f"used_memory {before} -> {after} bytes; " + redis_breakdown(redis, template)
         if isinstance(store, SQLiteStore):
             store.close()
-        ids = ([first, *polled])[:POLLED_IDS]
+        id_sets[0] = [first, *id_sets[0]][:POLLED_IDS]
+        if len(id_sets) <= args.retries:
+            print(f"    (only {len(id_sets)} set(s) of {POLLED_IDS} ids: a repeated poll run reuses them)")
         warm = round(args.poll_rate)  # the first second of polls: warm-up, not counted
-        bodies = bk.token_bodies(ids)
-        token = measured(
-            args,
-            lambda: bk.paced_load(
+        attempts = iter(range(1_000_000))
+        ids = id_sets[0]
+
+        def poll_run() -> bk.LoadResult:
+            nonlocal ids
+            ids = id_sets[next(attempts) % len(id_sets)]
+            return bk.paced_load(
                 f"{server.url}/token",
                 authorization=server.authorization,
-                bodies=bodies,
+                bodies=bk.token_bodies(ids),
                 rate=args.poll_rate,
                 duration=args.duration + warm / args.poll_rate,
                 connections=args.connections,
                 skip_first=warm,
                 server_pids=server.pids(),
-            ),
-        )
+                fsync_probe=server.data_dir,
+            )
+
+        token = measured(args, poll_run)
         result.token = token
         result.token_ok, _ = bk.check_answers(token, "400:authorization_pending")
         print_run(
@@ -258,6 +274,7 @@ def run_size(
                 connections=args.connections,
                 skip_first=warm,
                 server_pids=server.pids(),
+                fsync_probe=server.data_dir,
             ),
         )
         result.bc = bc

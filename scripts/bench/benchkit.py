@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -31,6 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -220,6 +222,49 @@ class OtherLoad:
             ours += table[me].reaped - self._table0[me].reaped
         others = total - kernel - ours
         return max(others, 0.0) / elapsed, max(kernel, 0.0) / elapsed
+
+
+class FsyncProbe:
+    """A thread that writes 4 KiB and fdatasyncs a scratch file in ``directory`` every
+    ``period`` s: how long the disk makes an fsync wait (a SQLite commit waits as long). Its
+    own load is small next to the store's commits."""
+
+    def __init__(self, directory: Path, period: float = 0.1) -> None:
+        self._path = directory / ".fsync-probe"
+        self._period = period
+        self._stop = threading.Event()
+        self.samples: list[float] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            block = b"\0" * 4096
+            while not self._stop.wait(self._period):
+                t0 = time.perf_counter()
+                os.pwrite(fd, block, 0)
+                os.fdatasync(fd)
+                self.samples.append(time.perf_counter() - t0)
+        finally:
+            os.close(fd)
+            self._path.unlink(missing_ok=True)
+
+    def __enter__(self) -> FsyncProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> str:
+        if not self.samples:
+            return ""
+        ordered = sorted(self.samples)
+        return (
+            f"fsync probe: median {_percentile(ordered, 50) * 1000:.1f} ms, "
+            f"max {ordered[-1] * 1000:.1f} ms over {len(ordered)} fsyncs"
+        )
 
 
 # More than this share of one core used by processes that are not part of a run (other
@@ -782,6 +827,7 @@ def paced_load(
     connections: int = 16,
     skip_first: int = 0,
     server_pids: Sequence[int] = (),
+    fsync_probe: Path | None = None,
 ) -> LoadResult:
     """POST ``bodies`` (round-robin) at a fixed ``rate`` for ``duration`` seconds (open loop:
     each request starts on schedule, whatever the previous ones are doing), through at most
@@ -794,7 +840,11 @@ def paced_load(
     gc.freeze()
     gc.disable()
     try:
-        return _run_paced(url, authorization, bodies, rate, count, connections, skip_first, server_pids)
+        if fsync_probe is None:
+            return _run_paced(url, authorization, bodies, rate, count, connections, skip_first, server_pids)
+        with FsyncProbe(fsync_probe) as probe:
+            result = _run_paced(url, authorization, bodies, rate, count, connections, skip_first, server_pids)
+        return dataclasses.replace(result, note=f"{result.note}; {probe.summary()}")
     finally:
         gc.enable()
         gc.unfreeze()
