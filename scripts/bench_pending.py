@@ -326,6 +326,12 @@ def p99_verdict(name: str, small: SizeRun, large: SizeRun, pick: str) -> str:
     text = f"{label}: {a.p99_ms:.2f} ms -> {b.p99_ms:.2f} ms = {ratio:.2f}x (goal <= {GOAL_P99_RATIO}x: {verdict})"
     if max(a.others_load, b.others_load) > bk.BUSY_THRESHOLD:
         text += " (a run was disturbed by other load: see above)"
+    stalls = [(r.fsync_max_ms, r.p99_ms) for r in (a, b) if r.fsync_max_ms is not None]
+    if any(worst >= p99 / 2 for worst, p99 in stalls):
+        text += (
+            f"\n    but the disk itself stalled fsyncs for up to {max(w for w, _ in stalls):.0f} ms during these runs "
+            "(fsync probe), as long as these p99s: this compares the disk's stalls, not the store's size"
+        )
     return text
 
 

@@ -618,6 +618,8 @@ class LoadResult:
     note: str = ""
     # Cores used meanwhile by processes outside the run (neither the server nor the generator).
     others_load: float = 0.0
+    # The longest fdatasync of the FsyncProbe during the run (ms), when one ran.
+    fsync_max_ms: float | None = None
 
     @property
     def rps(self) -> float:
@@ -844,7 +846,8 @@ def paced_load(
             return _run_paced(url, authorization, bodies, rate, count, connections, skip_first, server_pids)
         with FsyncProbe(fsync_probe) as probe:
             result = _run_paced(url, authorization, bodies, rate, count, connections, skip_first, server_pids)
-        return dataclasses.replace(result, note=f"{result.note}; {probe.summary()}")
+        worst = max(probe.samples) * 1000 if probe.samples else None
+        return dataclasses.replace(result, note=f"{result.note}; {probe.summary()}", fsync_max_ms=worst)
     finally:
         gc.enable()
         gc.unfreeze()
