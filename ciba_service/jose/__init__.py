@@ -14,9 +14,9 @@ package is imported.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ciba_service.core.lazy import load_on_use
 from ciba_service.jose.jwk import jwk_thumbprint, public_jwk
 from ciba_service.jose.jwks import JwksCache, JwksUnavailable, KeySource, StaticKeys, VerificationKey, parse_jwks
 from ciba_service.jose.signatures import raw_to_der
@@ -47,19 +47,14 @@ __all__ = [
     "verify_client_jwt",
 ]
 
-_LOADED_ON_USE = {
-    "ASSERTION_ALGORITHMS": "client_assertion",
-    "ClientJwtError": "client_assertion",
-    "ExpiredJwt": "client_assertion",
-    "SpiffeBundle": "client_assertion",
-    "verify_client_jwt": "client_assertion",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LOADED_ON_USE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = load_on_use(
+    __name__,
+    globals(),
+    {
+        "ASSERTION_ALGORITHMS": "client_assertion",
+        "ClientJwtError": "client_assertion",
+        "ExpiredJwt": "client_assertion",
+        "SpiffeBundle": "client_assertion",
+        "verify_client_jwt": "client_assertion",
+    },
+)

@@ -14,9 +14,9 @@ rather than when this package is imported.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ciba_service.core.lazy import load_on_use
 from ciba_service.rfc9396.vocabulary import (
     COMMON_FIELD_TYPES,
     COMMON_FIELDS,
@@ -45,19 +45,14 @@ __all__ = [
     "parse_authorization_details",
 ]
 
-_LOADED_ON_USE = {
-    "DEFAULT_TYPES": "registry",
-    "AuthorizationDetailsTypeConfig": "registry",
-    "FieldKind": "registry",
-    "TypeRegistry": "registry",
-    "parse_authorization_details": "validation",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LOADED_ON_USE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = load_on_use(
+    __name__,
+    globals(),
+    {
+        "DEFAULT_TYPES": "registry",
+        "AuthorizationDetailsTypeConfig": "registry",
+        "FieldKind": "registry",
+        "TypeRegistry": "registry",
+        "parse_authorization_details": "validation",
+    },
+)

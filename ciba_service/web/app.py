@@ -57,6 +57,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         # store's outbox until delivered, and a sweep (here after a restart, or on another
         # instance) sends it once its lease has run out.
         provider.notifier.close(wait=False)
+        # The issuer's own connections (keycloak mode: its HTTP client to Keycloak).
+        provider.close()
 
 
 _SECRET_PATH = re.compile(r"^/(enroll|approve)/[^/?]+")

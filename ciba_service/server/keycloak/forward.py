@@ -77,6 +77,10 @@ def identify_client(params: Params, authorization: str | None) -> tuple[str, dic
     return form_id, {}, form
 
 
+def _unreachable(exc: httpx.HTTPError) -> TemporarilyUnavailable:
+    return TemporarilyUnavailable(f"the identity provider is unreachable ({type(exc).__name__}); retry later")
+
+
 class Forwarder:
     def __init__(self, context: ServerContext, *, http: httpx.Client, oidc: str, refusals: Refusals) -> None:
         self._context = context
@@ -143,9 +147,7 @@ class Forwarder:
             # Nothing half-done is left behind: the intent (and any approval the channel
             # already started under its id) goes; the agent may simply retry.
             self._discard(intent.intent_id)
-            raise TemporarilyUnavailable(
-                f"the identity provider is unreachable ({type(exc).__name__}); retry later"
-            ) from None
+            raise _unreachable(exc) from None
         try:
             body: dict[str, Any] = response.json()
         except ValueError:
@@ -186,9 +188,7 @@ class Forwarder:
         try:
             response = self._http.post(f"{self._oidc}/token", data=dict(params.items()), headers=headers)
         except httpx.HTTPError as exc:
-            raise TemporarilyUnavailable(
-                f"the identity provider is unreachable ({type(exc).__name__}); retry later"
-            ) from None
+            raise _unreachable(exc) from None
         try:
             body: dict[str, Any] = response.json()
         except ValueError:
