@@ -2,9 +2,8 @@
 approves it with a passkey.
 
 - :mod:`~ciba_service.hooks.policy`: :class:`ToolPolicy` (the interface every hook asks: one
-  :data:`Decision` per tool call) and :class:`PolicyFile`, the minimal TOML policy behind it
-  until ``ciba_service.pep``'s tool-call mapping can say what it says (command patterns,
-  resolved paths) and replaces it.
+  :data:`Decision` per tool call) and :class:`HookPolicy`, which implements it on
+  ``ciba_service.pep``'s tool-call mapping (the engine of the MCP guard and the AuthZEN PDP too).
 - :mod:`~ciba_service.hooks.guard`: :class:`Guard`, the decision whatever the agent (policy,
   backchannel request, wait, token check; fails closed).
 - :mod:`~ciba_service.hooks.claude_code`: Claude Code's ``PreToolUse`` wire format
@@ -19,9 +18,9 @@ from ciba_service.hooks.policy import (
     Decision,
     Denied,
     Free,
+    HookPolicy,
     NeedsApproval,
     PolicyError,
-    PolicyFile,
     ToolCall,
     ToolPolicy,
 )
@@ -31,9 +30,9 @@ __all__ = [
     "Denied",
     "Free",
     "Guard",
+    "HookPolicy",
     "NeedsApproval",
     "PolicyError",
-    "PolicyFile",
     "ServiceConfig",
     "ToolCall",
     "ToolPolicy",

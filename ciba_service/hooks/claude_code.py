@@ -34,7 +34,7 @@ from typing import IO, Any
 import httpx
 
 from ciba_service.hooks.guard import Guard, ServiceConfig, Verdict
-from ciba_service.hooks.policy import PolicyError, PolicyFile, ToolCall, display
+from ciba_service.hooks.policy import HookPolicy, PolicyError, ToolCall, display
 
 __all__ = ["MAX_EVENT_BYTES", "read_event", "run"]
 
@@ -110,7 +110,7 @@ def run(
         call = read_event(stdin.read(MAX_EVENT_BYTES + 1))
         if call is None:
             return 0
-        policy = PolicyFile.load(policy_path)
+        policy = HookPolicy.load(policy_path)
         guard = Guard(
             policy=policy,
             service=lambda: ServiceConfig.from_mapping(policy.service, environ),

@@ -1,55 +1,53 @@
 """Which tool calls need approval: the small interface the hooks use (:class:`ToolPolicy`, one
-:data:`Decision` per call), and a minimal policy file behind it (:class:`PolicyFile`).
+:data:`Decision` per call), and :class:`HookPolicy`, which implements it on the tool-call mapping
+every enforcement point shares (``ciba_service.pep``: the MCP guard and the AuthZEN PDP use the
+same engine).
 
-**The adapter to replace.** DESIGN.md calls for one declarative tool-call mapping shared by
-every enforcement point (MCP guard, AuthZEN PDP, hooks): ``ciba_service.pep``. It has landed, but
-its conditions compare an argument with a literal (``eq``, ``in``, ``lt``, ...), and a coding-agent
-hook needs two things it cannot say yet: a pattern searched in a Bash command (``git push
---force`` anywhere in ``cd x && git push origin +main``) and a glob on the path a write resolves
-to (symlinks followed). Until ``pep``'s conditions have those (a bounded ``matches`` and a
-``path`` operator), :class:`PolicyFile` implements :class:`ToolPolicy` with just what the hook
-needs: rules by tool name (globs, ``mcp__server__*``), by Bash command (regular expressions) and
-by written path (globs); first matching rule wins. Then wrap ``pep``'s ``ToolMapping.evaluate``
-in a :class:`ToolPolicy` and delete :class:`PolicyFile`; the hooks depend only on the interface.
+A hook's policy file is a ``pep`` policy (``default``, ``[tools.<name>]`` with ``decision`` and
+``rules``; tool names may be globs such as ``"mcp__prod-*"``) plus the hook's own keys:
+``type`` (the ``authorization_details`` type of the entries the hook builds), ``agent`` and
+``[service]`` (where to ask, read by :class:`~ciba_service.hooks.guard.ServiceConfig`). Two
+condition operators exist for hooks and serve everyone: ``matches`` (regular expressions
+searched in a Bash command) and ``path`` (globs on the path a write resolves to).
+
+The entry the user approves is built here for a mapping without its own ``type``: a Bash
+command one line per element, a write's resolved path, an MCP call's arguments, each shown
+exactly, plus the SHA-256 of the whole tool input, so the approval binds the exact call. A
+mapping with a ``type`` has its entry built by ``pep`` from its templates instead.
 
 Evaluation is safe on hostile calls (the model chooses the tool input, and a prompt injection
 can choose it for the model): nothing is executed, no file is read but the resolved path of a
-write target; the input is bounded before it is looked at; every regular expression runs under
-a time budget (:func:`deadline`), and a call whose evaluation runs out of it is denied.
+write target; the input is bounded before it is looked at; every pattern runs on RE2, in time
+linear in its input (no catastrophic backtracking).
 """
 
 from __future__ import annotations
 
-import fnmatch
+import hashlib
 import json
 import os
-import re
-import signal
-import threading
 import tomllib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import rfc8785
 
 from ciba_service.core.security import b64url_encode
+from ciba_service.pep import Decision as Outcome
+from ciba_service.pep import EvaluationError, MappingError, Policy
 from ciba_service.rfc9396.words import is_unsafe_char
 
 __all__ = [
     "Decision",
     "Denied",
     "Free",
+    "HookPolicy",
     "NeedsApproval",
     "PolicyError",
-    "PolicyFile",
-    "Rule",
     "ToolCall",
     "ToolPolicy",
-    "deadline",
     "display",
 ]
 
@@ -59,10 +57,10 @@ MAX_COMMAND_LINES = 60
 MAX_ARGUMENTS_CHARS = 2000  # an MCP call's arguments, as compact JSON
 MAX_PATH_CHARS = 1024
 MAX_POLICY_BYTES = 64 * 1024
-MAX_RULES = 200
-# Wall-clock budget for evaluating one call (all regular expressions and globs together).
-EVALUATION_BUDGET = 1.0
-WRITE_TOOLS = ("Write", "Edit", "MultiEdit", "NotebookEdit")
+# The argument each write tool names its target with; the hook resolves it before the policy
+# sees it, so a `path` rule matches where the write really lands.
+WRITE_TOOLS = {"Write": "file_path", "Edit": "file_path", "MultiEdit": "file_path", "NotebookEdit": "notebook_path"}
+_HOOK_KEYS = ("type", "agent", "service")
 
 
 class PolicyError(Exception):
@@ -111,34 +109,6 @@ class ToolPolicy(Protocol):
     def evaluate(self, call: ToolCall) -> Decision: ...
 
 
-# --- evaluation under a budget ---------------------------------------------------------------
-
-
-class _OutOfTime(Exception):
-    pass
-
-
-@contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Raise inside the block once ``seconds`` of wall-clock time have passed (SIGALRM; the
-    regular-expression engine checks for signals, so a catastrophic backtrack is interrupted).
-    Outside the main thread, or where SIGALRM does not exist, the block runs unbounded."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def expire(signum: int, frame: FrameType | None) -> None:
-        raise _OutOfTime
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 # --- what the user is shown and signs -------------------------------------------------------
 
 
@@ -151,8 +121,6 @@ def display(text: str) -> str:
 def _input_digest(tool_input: Mapping[str, Any]) -> str:
     """SHA-256 of the RFC 8785 form of the whole tool input: the approval binds the exact call,
     including what is not shown (a file's content)."""
-    import hashlib
-
     return b64url_encode(hashlib.sha256(rfc8785.dumps(dict(tool_input))).digest())
 
 
@@ -161,44 +129,21 @@ def _resolved(path: str, cwd: str) -> str:
     return os.path.realpath(os.path.join(cwd or "/", path))
 
 
-# --- the policy file ------------------------------------------------------------------------
-
-Outcome = Literal["free", "approve", "deny"]
+# --- the policy -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, kw_only=True)
-class Rule:
-    name: str
-    decision: Outcome
-    tools: tuple[str, ...]
-    commands: tuple[re.Pattern[str], ...] = ()
-    paths: tuple[str, ...] = ()
-    reason: str = ""
+class HookPolicy:
+    """A hook policy file (module docstring): ``pep``'s :class:`~ciba_service.pep.Policy` for
+    the decisions, the hook's keys beside it."""
 
-    def matches(self, call: ToolCall, *, command: str | None, path: str | None) -> bool:
-        if not any(fnmatch.fnmatchcase(call.tool_name, tool) for tool in self.tools):
-            return False
-        if self.commands and (command is None or not any(p.search(command) for p in self.commands)):
-            return False
-        return not self.paths or (path is not None and any(fnmatch.fnmatchcase(path, p) for p in self.paths))
-
-
-@dataclass(frozen=True, kw_only=True)
-class PolicyFile:
-    """A TOML policy: ``default`` (``free``, ``approve`` or ``deny``) for calls no rule matches,
-    the ``type`` of the ``authorization_details`` requested, and ``[[rules]]`` (``name``,
-    ``tool``, ``command``, ``path``, ``decision``, ``reason``). ``[service]`` is read by the hook.
-
-    THE ADAPTER TO BE REPLACED by ``ciba_service.pep``'s tool-call mapping (module docstring)."""
-
-    rules: tuple[Rule, ...]
-    default: Outcome = "free"
+    policy: Policy
     type: str = "coding_agent_tool"
     agent: str = "coding agent"
     service: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: Path) -> PolicyFile:
+    def load(cls, path: Path) -> HookPolicy:
         try:
             raw = path.read_bytes()
         except OSError as exc:
@@ -209,38 +154,35 @@ class PolicyFile:
             data = tomllib.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise PolicyError(f"the policy file {path} is not TOML: {exc}") from None
-        return cls.from_mapping(data)
+        return cls.from_mapping(data, source=str(path))
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> PolicyFile:
-        unknown = set(data) - {"default", "type", "agent", "service", "rules"}
-        if unknown:
-            raise PolicyError(f"unknown policy keys: {', '.join(sorted(unknown))}")
-        rules = data.get("rules", [])
-        if not isinstance(rules, list) or len(rules) > MAX_RULES:
-            raise PolicyError(f"'rules' must be a list of at most {MAX_RULES} tables")
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "policy") -> HookPolicy:
+        if "rules" in data and "tools" not in data:
+            # The format before the hooks shared pep's mapping: say how to move, not just "unknown key".
+            raise PolicyError(
+                f"{source}: top-level [[rules]] are the old hook format; write [tools.<name>] tables with "
+                "[[tools.<name>.rules]] (see examples/coding-agent/ciba-policy.toml)"
+            )
         service = data.get("service", {})
         if not isinstance(service, dict):
-            raise PolicyError("'service' must be a table")
+            raise PolicyError(f"{source}: 'service' must be a table")
+        rest = {key: value for key, value in data.items() if key not in _HOOK_KEYS}
+        try:
+            policy = Policy.from_dict(rest, source=source, entry_by_caller=True)
+        except MappingError as exc:
+            raise PolicyError(str(exc)) from None
         return cls(
-            rules=tuple(_rule(index, rule) for index, rule in enumerate(rules)),
-            default=_outcome(data.get("default", "free"), "default"),
-            type=_text(data.get("type", "coding_agent_tool"), "type"),
-            agent=_text(data.get("agent", "coding agent"), "agent"),
+            policy=policy,
+            type=_text(data.get("type", "coding_agent_tool"), f"{source}: type"),
+            agent=_text(data.get("agent", "coding agent"), f"{source}: agent"),
             service=service,
         )
 
     def evaluate(self, call: ToolCall) -> Decision:
-        try:
-            with deadline(EVALUATION_BUDGET):
-                return self._evaluate(call)
-        except _OutOfTime:
-            return Denied(reason=f"the policy took longer than {EVALUATION_BUDGET} s to evaluate this call")
-
-    def _evaluate(self, call: ToolCall) -> Decision:
         command = call.tool_input.get("command") if call.tool_name == "Bash" else None
         # A command that is not text cannot be matched or shown; one too long to read cannot be
-        # approved knowingly (and bounds the regular expressions' input).
+        # approved knowingly (and bounds the patterns' input).
         if command is not None and not isinstance(command, str):
             return Denied(reason="the Bash command is not a string")
         if command is not None and len(command) > MAX_COMMAND_CHARS:
@@ -248,30 +190,40 @@ class PolicyFile:
         path = self._path(call)
         if isinstance(path, Denied):
             return path
-        for rule in self.rules:
-            if rule.matches(call, command=command, path=path):
-                return self._decide(rule.decision, call, rule=rule.name, reason=rule.reason, command=command, path=path)
-        return self._decide(self.default, call, rule="default", reason="", command=command, path=path)
+        arguments = dict(call.tool_input)
+        if path is not None:
+            arguments[WRITE_TOOLS[call.tool_name]] = path
+        mapping = self.policy.mapping_for(call.tool_name)
+        if mapping is not None and not mapping.entry:
+            # Only what the conditions read: a 1 MB file a Write carries is hashed into the
+            # approval (input_sha256) but never handed to the pattern engine.
+            arguments = {name: arguments[name] for name in mapping.condition_args if name in arguments}
+        try:
+            evaluation = self.policy.evaluate(call.tool_name, arguments, subject=None)
+        except EvaluationError as exc:
+            return Denied(reason=f"{call.tool_name}: {exc}")
+        if evaluation.decision is Outcome.FREE:
+            return Free()
+        if evaluation.decision is Outcome.DENY:
+            return Denied(reason=evaluation.reason)
+        rule = evaluation.rule or (mapping.tool if mapping is not None else "default")
+        if evaluation.entry is not None:
+            # The mapping describes the call itself (its own type and templates).
+            return NeedsApproval(
+                authorization_details=evaluation.authorization_details, words=evaluation.words, rule=rule
+            )
+        return self._request(call, rule=rule, command=command, path=path)
 
     @staticmethod
     def _path(call: ToolCall) -> str | Denied | None:
         if call.tool_name not in WRITE_TOOLS:
             return None
-        raw = call.tool_input.get("notebook_path" if call.tool_name == "NotebookEdit" else "file_path")
+        raw = call.tool_input.get(WRITE_TOOLS[call.tool_name])
         # A NUL would cut the path the OS opens short of the one matched; an empty or huge one is
         # no path anyone can be shown.
         if not isinstance(raw, str) or not raw or len(raw) > MAX_PATH_CHARS or "\0" in raw:
             return Denied(reason=f"{call.tool_name} names no usable file path")
         return _resolved(raw, call.cwd)
-
-    def _decide(
-        self, outcome: Outcome, call: ToolCall, *, rule: str, reason: str, command: str | None, path: str | None
-    ) -> Decision:
-        if outcome == "free":
-            return Free()
-        if outcome == "deny":
-            return Denied(reason=reason or f"the policy forbids this call (rule {rule})")
-        return self._request(call, rule=rule, command=command, path=path)
 
     def _request(self, call: ToolCall, *, rule: str, command: str | None, path: str | None) -> Decision:
         entry: dict[str, Any] = {"type": self.type, "identifier": display(call.tool_name)}
@@ -317,43 +269,3 @@ def _text(value: Any, name: str) -> str:
     if not isinstance(value, str) or not value or any(is_unsafe_char(ch) for ch in value):
         raise PolicyError(f"'{name}' must be a non-empty string of plain characters")
     return value
-
-
-def _outcome(value: Any, name: str) -> Outcome:
-    if value in ("free", "approve", "deny"):
-        return value  # type: ignore[no-any-return]
-    raise PolicyError(f"'{name}' must be 'free', 'approve' or 'deny', not {value!r}")
-
-
-def _strings(value: Any, name: str) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not items or not all(isinstance(i, str) and i for i in items):
-        raise PolicyError(f"'{name}' must be a non-empty string or list of strings")
-    return tuple(items)
-
-
-def _rule(index: int, rule: Any) -> Rule:
-    where = f"rules[{index}]"
-    if not isinstance(rule, dict):
-        raise PolicyError(f"{where} must be a table")
-    unknown = set(rule) - {"name", "tool", "command", "path", "decision", "reason"}
-    if unknown:
-        raise PolicyError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
-    name = _text(rule.get("name", f"rule-{index}"), f"{where}.name")
-    commands: list[re.Pattern[str]] = []
-    for pattern in _strings(rule["command"], f"{where}.command") if "command" in rule else ():
-        try:
-            commands.append(re.compile(pattern))
-        except re.error as exc:
-            raise PolicyError(f"{where}.command: {pattern!r} is not a regular expression: {exc}") from None
-    paths = _strings(rule["path"], f"{where}.path") if "path" in rule else ()
-    # A relative glob matches at any depth ("*.tf" is any .tf file); an absolute one as written.
-    paths = tuple(p if p.startswith("/") else f"*/{p.removeprefix('**/')}" for p in paths)
-    return Rule(
-        name=name,
-        decision=_outcome(rule.get("decision", "approve"), f"{where}.decision"),
-        tools=_strings(rule.get("tool", "*"), f"{where}.tool"),
-        commands=tuple(commands),
-        paths=paths,
-        reason=_text(rule["reason"], f"{where}.reason") if "reason" in rule else "",
-    )

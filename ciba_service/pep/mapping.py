@@ -26,6 +26,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ciba_service.pep.patterns import (
+    Glob,
+    PatternError,
+    Regex,
+    any_glob,
+    compile_globs,
+    compile_regexes,
+    normal_path,
+)
 from ciba_service.pep.templates import (
     CallScope,
     EvaluationError,
@@ -51,12 +60,13 @@ __all__ = [
 ]
 
 MAX_WORDS = 300
-_OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "not_in", "present", "absent")
+_OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "not_in", "present", "absent", "matches", "path")
 _MAPPING_KEYS = frozenset(
     {"decision", "type", "actions", "identifier", "locations", "datatypes", "privileges", "fields", "words"}
     | {"rules", "unbound_args", "max_uses"}
 )
 _LIST_FIELDS = ("actions", "locations", "datatypes", "privileges")
+_RULE_KEYS = frozenset({"when", "decision", "name", "reason"})
 
 
 class MappingError(ValueError):
@@ -71,7 +81,13 @@ class Decision(enum.StrEnum):
 
 @dataclass(frozen=True, kw_only=True)
 class Condition:
-    """``{"arg": "amount", "lte": 10}``: one comparison of one argument with a literal."""
+    """``{"arg": "amount", "lte": 10}``: one comparison of one argument with a literal.
+
+    Two operators look inside text: ``matches`` (a regular expression, or a list of them, searched
+    anywhere in the argument: ``{"arg": "command", "matches": '\\bkubectl\\b.*\\sdelete\\b'}``) and
+    ``path`` (globs on a path argument after ``..`` is resolved; a relative glob matches at any
+    depth: ``{"arg": "file_path", "path": ["*.tf", ".env*", "/etc/*"]}``). Both run on RE2, in
+    time linear in the argument (:mod:`~ciba_service.pep.patterns`)."""
 
     arg: tuple[str, ...]
     operator: str
@@ -84,6 +100,17 @@ class Condition:
         name = ".".join(self.arg)
         if not present:
             raise EvaluationError(f"argument {name!r} is missing")
+        if self.operator in ("matches", "path"):
+            # Text only: a number or an object is not searched as its JSON form, which an
+            # author of a pattern would not have had in mind.
+            if not isinstance(actual, str):
+                raise EvaluationError(f"argument {name!r} must be text")
+            if self.operator == "path":
+                # A NUL cuts the path the OS opens short of the one matched.
+                if not actual or "\0" in actual:
+                    raise EvaluationError(f"argument {name!r} is not a usable path")
+                return any_glob(self.value, normal_path(actual))
+            return any(regex.search(actual) for regex in self.value)
         if self.operator == "eq":
             return _same(actual, self.value)
         if self.operator == "ne":
@@ -107,10 +134,14 @@ class Condition:
 
 @dataclass(frozen=True, kw_only=True)
 class Rule:
-    """``{"when": [conditions...], "decision": "free"}``: all conditions hold, that decision."""
+    """``{"when": [conditions...], "decision": "free"}``: all conditions hold, that decision.
+    Optional ``name`` (shown to the user and carried into the approval) and ``reason`` (the
+    answer to a denied call)."""
 
     when: tuple[Condition, ...]
     decision: Decision
+    name: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,6 +154,7 @@ class Evaluation:
     entry: dict[str, Any] | None = None
     words: str = ""
     reason: str = ""
+    rule: str = ""  # the name of the rule that decided ("" for the tool's own decision)
 
     @property
     def authorization_details(self) -> list[dict[str, Any]]:
@@ -151,32 +183,39 @@ class ToolMapping:
     def condition_args(self) -> frozenset[str]:
         return frozenset(c.arg[0] for rule in self.rules for c in rule.when)
 
-    def evaluate(self, args: Any, *, subject: str | None) -> Evaluation:
-        """The decision for one call. Raises :class:`EvaluationError` when the arguments do not
-        fit (too large, missing, wrong type): callers refuse the call, they never run it."""
+    def evaluate(self, args: Any, *, subject: str | None, tool: str | None = None) -> Evaluation:
+        """The decision for one call of ``tool`` (the called name, when this mapping's name is a
+        glob). Raises :class:`EvaluationError` when the arguments do not fit (too large,
+        missing, wrong type): callers refuse the call, they never run it."""
+        name = tool or self.tool
         arguments = check_arguments(args)
-        decision = self.decision
+        decision, rule_name, reason = self.decision, "", ""
         for rule in self.rules:
             if all(condition.holds(arguments) for condition in rule.when):
-                decision = rule.decision
+                decision, rule_name, reason = rule.decision, rule.name, rule.reason
                 break
         if decision is not Decision.APPROVAL:
-            return Evaluation(tool=self.tool, decision=decision, reason=f"{self.tool}: {decision.value} by policy")
-        scope = CallScope(tool=self.tool, subject=subject, args=arguments)
+            reason = reason or f"{name}: {decision.value} by policy" + (f" (rule {rule_name})" if rule_name else "")
+            return Evaluation(tool=name, decision=decision, reason=reason, rule=rule_name)
+        if not self.entry:
+            # The enforcement point builds the entry itself (compiled with entry_by_caller).
+            reason = f"{name}: the user's approval is required"
+            return Evaluation(tool=name, decision=decision, reason=reason, rule=rule_name)
+        scope = CallScope(tool=name, subject=subject, args=arguments)
         entry = render_value(self.entry, scope)
-        for name in ("identifier",):
-            if name in entry and not isinstance(entry[name], str):
-                raise EvaluationError(f"{name} must be text, got {type(entry[name]).__name__}")
-        for name in _LIST_FIELDS:
-            if name in entry and not all(isinstance(item, str) for item in entry[name]):
-                raise EvaluationError(f"{name} must be a list of text")
+        if "identifier" in entry and not isinstance(entry["identifier"], str):
+            raise EvaluationError(f"identifier must be text, got {type(entry['identifier']).__name__}")
+        for key in _LIST_FIELDS:
+            if key in entry and not all(isinstance(item, str) for item in entry[key]):
+                raise EvaluationError(f"{key} must be a list of text")
         words = self.words.render(scope) if self.words is not None else _default_words(entry)
         return Evaluation(
-            tool=self.tool,
+            tool=name,
             decision=decision,
             entry=entry,
             words=safe_words(str(words)),
-            reason=f"{self.tool}: the user's approval is required",
+            reason=f"{name}: the user's approval is required",
+            rule=rule_name,
         )
 
 
@@ -264,6 +303,15 @@ def _condition(raw: Any, where: str) -> Condition:
     elif operator in ("in", "not_in"):
         if not isinstance(value, list) or not value:
             raise MappingError(f"{where}.{operator} must be a non-empty list")
+    elif operator in ("matches", "path"):
+        try:
+            if operator == "matches":
+                compiled: tuple[Regex, ...] | tuple[Glob, ...] = compile_regexes(value, f"{where}.matches")
+            else:
+                compiled = compile_globs(value, f"{where}.path", paths=True)
+        except PatternError as exc:
+            raise MappingError(f"{where}.{operator}: {exc}") from None
+        return Condition(arg=tuple(raw["arg"].split(".")), operator=operator, value=compiled)
     elif operator in ("lt", "lte", "gt", "gte"):
         if not (_is_number(value) or isinstance(value, str)):
             raise MappingError(f"{where}.{operator} must be a number or a string")
@@ -278,20 +326,40 @@ def _rules(raw: Any, where: str) -> tuple[Rule, ...]:
     rules = []
     for index, item in enumerate(raw):
         here = f"{where}[{index}]"
-        if not isinstance(item, Mapping) or set(item) != {"when", "decision"}:
-            raise MappingError(f"{here} must have exactly 'when' and 'decision'")
+        if not isinstance(item, Mapping) or not {"when", "decision"} <= set(item) <= _RULE_KEYS:
+            raise MappingError(
+                f"{here} must have 'when' and 'decision' (and optionally 'name', 'reason'), nothing else"
+            )
         if not isinstance(item["when"], list) or not item["when"]:
             raise MappingError(f"{here}.when must be a non-empty list of conditions")
         conditions = tuple(_condition(c, f"{here}.when[{i}]") for i, c in enumerate(item["when"]))
-        rules.append(Rule(when=conditions, decision=_decision(item["decision"], f"{here}.decision")))
+        texts = {}
+        for key in ("name", "reason"):
+            value = item.get(key, "")
+            # Shown to the user and to the agent: plain characters only, bounded.
+            if not isinstance(value, str) or len(value) > MAX_WORDS or any(is_unsafe_char(ch) for ch in value):
+                raise MappingError(f"{here}.{key} must be a string of plain characters (at most {MAX_WORDS})")
+            texts[key] = value
+        decision = _decision(item["decision"], f"{here}.decision")
+        rules.append(Rule(when=conditions, decision=decision, name=texts["name"], reason=texts["reason"]))
     return tuple(rules)
 
 
 def compile_mapping(
-    tool: str, raw: Any, *, source: str = "policy", known_types: Sequence[str] | None = None
+    tool: str,
+    raw: Any,
+    *,
+    source: str = "policy",
+    known_types: Sequence[str] | None = None,
+    entry_by_caller: bool = False,
 ) -> ToolMapping:
     """Check and compile one tool's mapping; :class:`MappingError` names ``source``, the tool
-    and the field on any problem."""
+    and the field on any problem.
+
+    ``entry_by_caller``: the enforcement point knows how to describe its tools' calls itself (the
+    coding-agent hook: a Bash command line by line, a write's resolved path, a digest of the whole
+    input), so a mapping that may need approval may leave out ``type`` and the entry; when it
+    has them, they are used."""
     where = f"{source}: tools.{tool}"
     if not isinstance(raw, Mapping):
         raise MappingError(f"{where} must be a table (object)")
@@ -305,6 +373,8 @@ def compile_mapping(
     decision = _decision(raw["decision"], f"{where}.decision")
     rules = _rules(raw.get("rules", []), f"{where}.rules")
     needs_entry = decision is Decision.APPROVAL or any(r.decision is Decision.APPROVAL for r in rules)
+    if entry_by_caller and "type" not in raw:
+        needs_entry = False
     entry: dict[str, Any] = {}
     try:
         if needs_entry:
@@ -336,9 +406,10 @@ def compile_mapping(
                     raise MappingError(f"{where}.max_uses must be an integer from 1 to 100")
                 entry["max_uses"] = uses
         else:
-            stray = sorted(set(raw) & ({"type", "actions", "identifier", "fields"} | set(_LIST_FIELDS)))
+            stray = sorted(set(raw) & ({"type", "actions", "identifier", "fields", "max_uses"} | set(_LIST_FIELDS)))
             if stray:
-                raise MappingError(f"{where}: {', '.join(stray)} only apply to tools that may need approval")
+                only = "with a type" if entry_by_caller else "that may need approval"
+                raise MappingError(f"{where}: {', '.join(stray)} only apply to tools {only}")
         words = None
         if "words" in raw:
             if not isinstance(raw["words"], str):

@@ -145,7 +145,30 @@ BAD_MAPPINGS: list[tuple[str, Any, str]] = [
     (
         "rule without when",
         {"decision": "free", "rules": [{"decision": "deny"}]},
-        r"tools.t.rules\[0\] must have exactly 'when' and 'decision'",
+        r"tools.t.rules\[0\] must have 'when' and 'decision' \(and optionally 'name', 'reason'\), nothing else",
+    ),
+    (
+        "backreference (RE2 has none)",
+        {"decision": "free", "rules": [{"when": [{"arg": "c", "matches": r"(a)\1"}], "decision": "deny"}]},
+        r"tools.t.rules\[0\].when\[0\].matches: '\(a\)\\\\1' is not a regular expression RE2 accepts",
+    ),
+    (
+        "empty pattern list",
+        {"decision": "free", "rules": [{"when": [{"arg": "c", "matches": []}], "decision": "deny"}]},
+        r"tools.t.rules\[0\].when\[0\].matches: .*must be a pattern or a non-empty list",
+    ),
+    (
+        "glob that is not text",
+        {"decision": "free", "rules": [{"when": [{"arg": "p", "path": [3]}], "decision": "deny"}]},
+        r"tools.t.rules\[0\].when\[0\].path: .*must be a non-empty string",
+    ),
+    (
+        "rule name with a bidi override",
+        {
+            "decision": "free",
+            "rules": [{"when": [{"arg": "a", "present": True}], "decision": "deny", "name": "a\u202e"}],
+        },
+        r"tools.t.rules\[0\].name must be a string of plain characters",
     ),
     (
         "unknown type",
@@ -195,3 +218,108 @@ def test_meta_mapping_and_file_precedence() -> None:
     assert merged.evaluate("new_tool", {}, subject=None).decision is Decision.DENY
     with pytest.raises(MappingError, match=r"tool bad _meta\['x-authz-mapping'\]: tools.bad.decision is required"):
         POLICY.with_tool_meta([("bad", {"x-authz-mapping": {}})])
+
+
+# text patterns: `matches`, `path`, globbed tool names ------------------------------------------
+
+PATTERNS = Policy.from_dict(
+    {
+        "default": "free",
+        "tools": {
+            "shell": {
+                "decision": "free",
+                "rules": [
+                    {
+                        "name": "rm-root",
+                        "when": [{"arg": "command", "matches": r"\brm\s+-rf\s+/(\s|$)"}],
+                        "decision": "deny",
+                        "reason": "never",
+                    },
+                    {
+                        "name": "push",
+                        "when": [{"arg": "command", "matches": [r"\bgit\b.*\bpush\b.*--force"]}],
+                        "decision": "deny",
+                    },
+                ],
+            },
+            "write": {
+                "decision": "free",
+                "rules": [{"when": [{"arg": "path", "path": [".env*", "/etc/*", "deploy/*.yml"]}], "decision": "deny"}],
+            },
+            "mcp__prod-*": {"decision": "deny"},
+            "mcp__prod-db__read": {"decision": "free"},
+        },
+    },
+    source="p",
+)
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "decision", "reason"),
+    [
+        ("shell", {"command": "ls /"}, Decision.FREE, "shell: free by policy"),
+        ("shell", {"command": "cd x && rm -rf / "}, Decision.DENY, "never"),
+        ("shell", {"command": "git -C a push origin --force"}, Decision.DENY, "shell: deny by policy (rule push)"),
+        ("write", {"path": "/srv/app/.env.local"}, Decision.DENY, "write: deny by policy"),
+        ("write", {"path": ".env"}, Decision.DENY, "write: deny by policy"),
+        # `..` is resolved before matching: the path the OS would open is the one judged.
+        ("write", {"path": "/srv/app/src/../../../etc/passwd"}, Decision.DENY, "write: deny by policy"),
+        ("write", {"path": "repo/deploy/prod.yml"}, Decision.DENY, "write: deny by policy"),
+        ("write", {"path": "/home/etc/passwd"}, Decision.FREE, "write: free by policy"),
+        ("write", {"path": "/srv/deploy/sub/prod.yml"}, Decision.DENY, "write: deny by policy"),  # '*' crosses '/'
+        ("mcp__prod-db__drop", {}, Decision.DENY, "mcp__prod-db__drop: deny by policy"),
+        ("mcp__prod-db__read", {}, Decision.FREE, "mcp__prod-db__read: free by policy"),  # an exact name first
+        ("mcp__staging-db__drop", {}, Decision.FREE, "mcp__staging-db__drop: no mapping; the policy's default is free"),
+    ],
+)
+def test_text_patterns_decide(tool: str, args: dict[str, Any], decision: Decision, reason: str) -> None:
+    evaluation = PATTERNS.evaluate(tool, args, subject=None)
+    assert (evaluation.decision, evaluation.reason) == (decision, reason)
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "message"),
+    [
+        ("shell", {"command": ["rm", "-rf", "/"]}, "argument 'command' must be text"),
+        ("shell", {}, "argument 'command' is missing"),
+        ("write", {"path": "a\0b"}, "argument 'path' is not a usable path"),
+        ("write", {"path": 7}, "argument 'path' must be text"),
+    ],
+)
+def test_text_patterns_refuse_arguments_they_cannot_judge(tool: str, args: dict[str, Any], message: str) -> None:
+    with pytest.raises(EvaluationError, match=message):
+        PATTERNS.evaluate(tool, args, subject=None)
+
+
+def test_a_catastrophic_pattern_answers_in_linear_time() -> None:
+    """Under Python's backtracking ``re`` this search would not finish; RE2 answers at once."""
+    policy = Policy.from_dict(
+        {
+            "tools": {
+                "t": {"decision": "free", "rules": [{"when": [{"arg": "s", "matches": "^(a+)+$"}], "decision": "deny"}]}
+            }
+        }
+    )
+    assert policy.evaluate("t", {"s": "a" * 30_000 + "b"}, subject=None).decision is Decision.FREE
+
+
+def test_entries_built_by_the_caller_only_when_it_says_so() -> None:
+    raw = {"tools": {"t": {"decision": "approval"}}, "default": "approval"}
+    with pytest.raises(MappingError, match="default must be 'deny' or 'free'"):
+        Policy.from_dict(raw)
+    with pytest.raises(MappingError, match=r"tools\.t\.type is required"):
+        Policy.from_dict({"tools": raw["tools"]})
+    policy = Policy.from_dict(raw, entry_by_caller=True)
+    evaluation = policy.evaluate("t", {}, subject=None)
+    assert (evaluation.decision, evaluation.entry) == (Decision.APPROVAL, None)
+
+
+def test_a_glob_mapping_names_the_called_tool_in_its_entry() -> None:
+    """``{tool}`` is the tool that was called, not the glob that matched it: the user approves
+    ``mcp__prod-db__drop``, not ``mcp__prod-*``."""
+    policy = Policy.from_dict(
+        {"tools": {"mcp__prod-*": {"decision": "approval", "type": "x", "actions": ["call"], "identifier": "{tool}"}}}
+    )
+    evaluation = policy.evaluate("mcp__prod-db__drop", {}, subject=None)
+    assert evaluation.tool == "mcp__prod-db__drop"
+    assert evaluation.entry == {"type": "x", "actions": ["call"], "identifier": "mcp__prod-db__drop"}
