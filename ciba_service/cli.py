@@ -356,6 +356,30 @@ def hook_claude_code(
     raise typer.Exit(run(sys.stdin.buffer, sys.stdout, sys.stderr, policy_path=policy))
 
 
+@hook_app.command("copilot")
+def hook_copilot(
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            envvar="CIBA_HOOK_POLICY",
+            help="Policy file (default: ./.github/hooks/ciba-policy.toml).",
+        ),
+    ] = None,
+) -> None:
+    """GitHub Copilot CLI preToolUse hook: reads the event on stdin, answers allow/deny JSON.
+
+    Install it in .github/hooks/ciba.json as {"type": "command", "bash": "ciba-service hook
+    copilot", "timeoutSec": 300} (see the README, "Guard a coding agent"). Copilot CLI runs the
+    call when a hook fails or times out, so this hook always answers, denying on any failure."""
+    from ciba_service.hooks.copilot import run
+
+    raise typer.Exit(run(sys.stdin.buffer, sys.stdout, sys.stderr, policy_path=policy or _COPILOT_POLICY))
+
+
+_COPILOT_POLICY = Path(".github") / "hooks" / "ciba-policy.toml"
+
+
 @receipts_app.command("verify")
 def receipts_verify(receipt_id: str, config: ConfigOption = None) -> None:
     """Re-verify a stored approval receipt (signature over the recorded preimage)."""

@@ -6,8 +6,12 @@ approves it with a passkey.
   ``ciba_service.pep``'s tool-call mapping (the engine of the MCP guard and the AuthZEN PDP too).
 - :mod:`~ciba_service.hooks.guard`: :class:`Guard`, the decision whatever the agent (policy,
   backchannel request, wait, token check; fails closed).
+- :mod:`~ciba_service.hooks.wire`: what every hook does around the decision (read the event,
+  answer, deny on any failure); a :class:`~ciba_service.hooks.wire.Dialect` per agent:
 - :mod:`~ciba_service.hooks.claude_code`: Claude Code's ``PreToolUse`` wire format
-  (``ciba-service hook claude-code``).
+  (``ciba-service hook claude-code``);
+- :mod:`~ciba_service.hooks.copilot`: GitHub Copilot CLI's ``preToolUse`` wire format
+  (``ciba-service hook copilot``).
 
 The hooks speak HTTP to the service like any agent (``ciba_service.agent``) and check the token
 with the resource-server library (``ciba_service.rs``); they never import the service itself.

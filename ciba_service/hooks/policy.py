@@ -40,6 +40,8 @@ from ciba_service.pep import EvaluationError, MappingError, Policy
 from ciba_service.rfc9396.words import is_unsafe_char
 
 __all__ = [
+    "CLAUDE_CODE_TOOLS",
+    "AgentTools",
     "Decision",
     "Denied",
     "Free",
@@ -57,10 +59,24 @@ MAX_COMMAND_LINES = 60
 MAX_ARGUMENTS_CHARS = 2000  # an MCP call's arguments, as compact JSON
 MAX_PATH_CHARS = 1024
 MAX_POLICY_BYTES = 64 * 1024
-# The argument each write tool names its target with; the hook resolves it before the policy
-# sees it, so a `path` rule matches where the write really lands.
-WRITE_TOOLS = {"Write": "file_path", "Edit": "file_path", "MultiEdit": "file_path", "NotebookEdit": "notebook_path"}
 _HOOK_KEYS = ("type", "agent", "service")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentTools:
+    """What a coding agent's built-in tools are: which run a shell command (argument
+    ``command``) and which write a file (tool -> the argument naming it). The hook resolves a
+    write's path (symlinks followed) before the policy sees it, so a ``path`` rule matches where
+    the write really lands."""
+
+    commands: frozenset[str]
+    writes: Mapping[str, str]
+
+
+CLAUDE_CODE_TOOLS = AgentTools(
+    commands=frozenset({"Bash"}),
+    writes={"Write": "file_path", "Edit": "file_path", "MultiEdit": "file_path", "NotebookEdit": "notebook_path"},
+)
 
 
 class PolicyError(Exception):
@@ -141,9 +157,10 @@ class HookPolicy:
     type: str = "coding_agent_tool"
     agent: str = "coding agent"
     service: Mapping[str, Any] = field(default_factory=dict)
+    tools: AgentTools = CLAUDE_CODE_TOOLS
 
     @classmethod
-    def load(cls, path: Path) -> HookPolicy:
+    def load(cls, path: Path, *, tools: AgentTools = CLAUDE_CODE_TOOLS) -> HookPolicy:
         try:
             raw = path.read_bytes()
         except OSError as exc:
@@ -154,10 +171,12 @@ class HookPolicy:
             data = tomllib.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise PolicyError(f"the policy file {path} is not TOML: {exc}") from None
-        return cls.from_mapping(data, source=str(path))
+        return cls.from_mapping(data, source=str(path), tools=tools)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "policy") -> HookPolicy:
+    def from_mapping(
+        cls, data: Mapping[str, Any], *, source: str = "policy", tools: AgentTools = CLAUDE_CODE_TOOLS
+    ) -> HookPolicy:
         if "rules" in data and "tools" not in data:
             # The format before the hooks shared pep's mapping: say how to move, not just "unknown key".
             raise PolicyError(
@@ -177,14 +196,15 @@ class HookPolicy:
             type=_text(data.get("type", "coding_agent_tool"), f"{source}: type"),
             agent=_text(data.get("agent", "coding agent"), f"{source}: agent"),
             service=service,
+            tools=tools,
         )
 
     def evaluate(self, call: ToolCall) -> Decision:
-        command = call.tool_input.get("command") if call.tool_name == "Bash" else None
+        command = call.tool_input.get("command") if call.tool_name in self.tools.commands else None
         # A command that is not text cannot be matched or shown; one too long to read cannot be
         # approved knowingly (and bounds the patterns' input).
         if command is not None and not isinstance(command, str):
-            return Denied(reason="the Bash command is not a string")
+            return Denied(reason=f"the {call.tool_name} command is not a string")
         if command is not None and len(command) > MAX_COMMAND_CHARS:
             return Denied(reason=f"the command is longer than {MAX_COMMAND_CHARS} characters, too long to check")
         path = self._path(call)
@@ -192,7 +212,7 @@ class HookPolicy:
             return path
         arguments = dict(call.tool_input)
         if path is not None:
-            arguments[WRITE_TOOLS[call.tool_name]] = path
+            arguments[self.tools.writes[call.tool_name]] = path
         mapping = self.policy.mapping_for(call.tool_name)
         if mapping is not None and not mapping.entry:
             # Only what the conditions read: a 1 MB file a Write carries is hashed into the
@@ -214,11 +234,10 @@ class HookPolicy:
             )
         return self._request(call, rule=rule, command=command, path=path)
 
-    @staticmethod
-    def _path(call: ToolCall) -> str | Denied | None:
-        if call.tool_name not in WRITE_TOOLS:
+    def _path(self, call: ToolCall) -> str | Denied | None:
+        if call.tool_name not in self.tools.writes:
             return None
-        raw = call.tool_input.get(WRITE_TOOLS[call.tool_name])
+        raw = call.tool_input.get(self.tools.writes[call.tool_name])
         # A NUL would cut the path the OS opens short of the one matched; an empty or huge one is
         # no path anyone can be shown.
         if not isinstance(raw, str) or not raw or len(raw) > MAX_PATH_CHARS or "\0" in raw:
