@@ -165,8 +165,9 @@ def test_payment_at_desktop_and_phone_widths(service: Service, enrolled: Device)
     # the code to compare, prominent
     expect(page.locator("#binding h2")).to_have_text("Check this code matches your agent")
     expect(page.locator("#binding-message")).to_have_text("OPS-7Q2K")
-    code_size = float(page.locator("#binding-message").evaluate("(n) => parseFloat(getComputedStyle(n).fontSize)"))
-    entry_size = float(page.locator("#entries .entry .text").evaluate("(n) => parseFloat(getComputedStyle(n).fontSize)"))
+    font_size = "(n) => parseFloat(getComputedStyle(n).fontSize)"
+    code_size = float(page.locator("#binding-message").evaluate(font_size))
+    entry_size = float(page.locator("#entries .entry .text").evaluate(font_size))
     assert code_size > entry_size
     # the sentence, and the fields that matter first, labelled in words
     expect(page.locator("#entries .entry .text")).to_have_text(["initiate payment of 7000.00 EUR to Acme GmbH"])

@@ -83,7 +83,7 @@ def test_strings_are_served_from_one_catalog(env: Env) -> None:
     for name in ("approve.js", "enroll.js", "page.js"):
         script = env.client.get(f"/static/{name}").text
         # the scripts say nothing to the user in English of their own: every sentence is t("…")
-        assert "setStatus(\"" not in script, name
+        assert 'setStatus("' not in script, name
     page = env.client.get("/enroll/x").text
     assert page.index("/static/strings.js") < page.index("/static/enroll.js")
 
