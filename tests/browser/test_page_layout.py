@@ -317,3 +317,16 @@ def test_keyboard_reaches_approve_deny_and_details_in_order(service: Service, en
     assert order == ["approve", "deny", "SUMMARY"]
     page.keyboard.press("Enter")  # opens the technical details
     expect(page.locator("#raw")).to_be_visible()
+
+
+def test_one_entry_with_a_use_count_is_no_plan(service: Service, enrolled: Device) -> None:
+    page = enrolled.page
+    _, _, url = request(service, [{**PLAN[0], "actions": ["read"], "locations": ["https://iam.example.test/"]}])
+    open_at(page, url, PHONE)
+    expect(page.locator("#entries-heading")).to_have_text("What the agent will be allowed to do")
+    expect(page.locator("#entries .entry .step")).to_have_count(0)
+    entry = page.locator("#entries .entry")
+    expect(entry.locator("th")).to_have_text(["Action", "Policy", "Where", "Uses"])
+    expect(entry.locator("td")).to_have_text(["read", "policy-prod-admins", "https://iam.example.test/", "once"])
+    expect(entry.locator(".badge")).to_have_count(0)  # a read is neither destructive nor unrestricted
+    expect(entry).not_to_have_class(re.compile(r"\bdestructive\b"))

@@ -117,7 +117,9 @@ function renderWho() {
 function renderEntries(entries) {
   const list = document.getElementById("entries");
   list.replaceChildren();
-  const isPlan = entries.length > 1 || entries.some((e) => PLAN_FIELDS.some((f) => e.detail && f in e.detail));
+  // Several entries are a plan, carried out step by step; one entry's own use count and
+  // window are said in its table all the same.
+  const isPlan = entries.length > 1;
   list.classList.toggle("plan", isPlan);
   if (isPlan) {
     document.getElementById("entries-heading").textContent = t("approve.plan_heading", { n: entries.length });
