@@ -122,7 +122,6 @@ def entry_fields(entry: Mapping[str, Any], *, registry: TypeRegistry) -> dict[st
     destructive = [a for a in entry.get("actions", []) if spec and a in spec.destructive_actions]
     return {
         "summary": _sentence(entry, registry=registry),
-        "type_description": spec.description if spec else str(entry.get("type")),
         "fields": rows,
         "destructive": destructive,
     }

@@ -25,7 +25,6 @@ def test_payment_fields_put_amount_account_and_payee_first() -> None:
     laid_out = entry_fields(PAYMENT, registry=REGISTRY)
     assert laid_out == {
         "summary": "initiate payment of 12.50 EUR to Merchant A",
-        "type_description": "Initiate a payment",
         "fields": [
             {"path": ["instructedAmount"], "label": "Amount", "critical": True},
             {"path": ["creditorAccount", "iban"], "label": "Recipient's IBAN", "critical": True},

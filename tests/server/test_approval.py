@@ -122,7 +122,6 @@ def test_approval_page_details(env: Env) -> None:
         {
             "text": "update IAM policy policy-42 (where: https://iam.example.test/)",
             "summary": "update IAM policy policy-42",
-            "type_description": "Change an IAM policy",
             # paths and labels only: the page reads each value from the signed entry
             "fields": [
                 {"path": ["actions"], "label": None, "critical": True},
