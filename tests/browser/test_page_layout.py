@@ -247,9 +247,11 @@ def test_countdown_stops_at_the_decision_and_denial_is_not_success(service: Serv
     open_at(page, url, PHONE)
     expect(page.locator("#expires")).to_have_text(re.compile(r"^Time left to decide: \d:\d\d$"))
 
-    page.click("#deny")
+    page.focus("#deny")
+    page.keyboard.press("Enter")
 
     expect(page.locator("#status")).to_have_text("Denied. The agent will be told. You can close this page.")
+    expect(page.locator("#status")).to_be_focused()  # the keyboard's place: the outcome
     expect(page.locator("#status")).to_have_attribute("data-kind", "denied")
     color = page.locator("#status").evaluate("(n) => getComputedStyle(n).color")
     assert color == "rgb(180, 35, 24)"  # the denial colour, not success green

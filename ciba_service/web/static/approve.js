@@ -177,6 +177,11 @@ function finish(text, kind, expiry) {
   setStatus(text, kind);
 }
 
+// The button just pressed is now disabled: keep the keyboard's place on the outcome.
+function focusStatus() {
+  document.getElementById("status").focus();
+}
+
 async function load() {
   const response = await fetch(base + "/details", { credentials: "same-origin" });
   const data = await response.json();
@@ -239,6 +244,7 @@ async function approve() {
     });
     const result = await postJSON(base + "/approve", { credential: credentialToJSON(credential) });
     finish(t("approve.approved", { receipt: result.receipt }), "done");
+    focusStatus();
   } catch (error) {
     if (timer) {
       document.getElementById("approve").disabled = false;
@@ -252,6 +258,7 @@ async function deny() {
   try {
     await postJSON(base + "/deny", {});
     finish(t("approve.denied"), "denied");
+    focusStatus();
   } catch (error) {
     setStatus(t("approve.could_not_deny", { reason: error.message }), "error");
   }
