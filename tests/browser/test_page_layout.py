@@ -332,3 +332,15 @@ def test_one_entry_with_a_use_count_is_no_plan(service: Service, enrolled: Devic
     expect(entry.locator("td")).to_have_text(["read", "policy-prod-admins", "https://iam.example.test/", "once"])
     expect(entry.locator(".badge")).to_have_count(0)  # a read is neither destructive nor unrestricted
     expect(entry).not_to_have_class(re.compile(r"\bdestructive\b"))
+
+
+def test_unknown_link_shows_only_the_error(service: Service, device: Device) -> None:
+    page = device.page
+    page.set_viewport_size({"width": PHONE[0], "height": PHONE[1]})
+    page.goto(f"{service.base}/approve/not-a-real-approval-id")
+    expect(page.locator("#status")).to_have_text("unknown approval request")
+    expect(page.locator("#status")).to_have_attribute("data-kind", "error")
+    expect(page.locator("#request")).to_be_hidden()  # no empty "asks you" or action list
+    expect(page.locator("#expiry")).to_be_hidden()
+    expect(page.locator("#approve")).to_be_disabled()
+    assert serious_violations(page) == []

@@ -189,6 +189,8 @@ async function load() {
   view = data;
   if (typeof view.server_time === "number") clockOffset = view.server_time - Date.now() / 1000;
   renderService(view.service);
+  document.getElementById("request").hidden = false;
+  document.getElementById("technical").hidden = false;
   renderWho();
   renderEntries(view.entries || []);
   if (view.binding_message) {
@@ -219,6 +221,7 @@ async function load() {
     return finish(t("approve.mismatch_shown"), "error");
   }
   timer = setInterval(tick, 1000);
+  document.getElementById("expiry").hidden = false;
   tick();
   document.getElementById("approve").disabled = false;
   document.getElementById("deny").disabled = false;
