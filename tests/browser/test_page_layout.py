@@ -344,3 +344,15 @@ def test_unknown_link_shows_only_the_error(service: Service, device: Device) -> 
     expect(page.locator("#expiry")).to_be_hidden()
     expect(page.locator("#approve")).to_be_disabled()
     assert serious_violations(page) == []
+
+
+def test_time_left_follows_the_server_clock_not_the_device(service: Service, enrolled: Device) -> None:
+    page = enrolled.page
+    # The phone's clock is an hour fast: the countdown must still show the request's own minutes.
+    page.add_init_script("{ const real = Date.now; Date.now = () => real() + 3_600_000; }")
+    _, _, url = request(service, PAYMENT)
+    open_at(page, url, PHONE)
+    expect(page.locator("#expires")).to_have_text(re.compile(r"^Time left to decide: 4:[45]\d$"))
+    page.reload()  # and again after a reload
+    expect(page.locator("#approve")).to_be_enabled()
+    expect(page.locator("#expires")).to_have_text(re.compile(r"^Time left to decide: 4:[45]\d$"))
