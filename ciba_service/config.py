@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     public_url: str = ""
     rp_id: str = ""
     rp_name: str = "CIBA approvals"
+    # Who is asking, on the approval and enrollment pages: the service's name (rp_name when
+    # empty) and its logo, an https URL or a path on this service (the pages' CSP allows
+    # images from exactly that origin).
+    display_name: str = Field(default="", max_length=80)
+    logo_url: str = Field(default="", max_length=2048)
     data_dir: Path = Path(".ciba-data")
     # Where state lives: "sqlite" (data_dir/ciba.sqlite3, one instance) or "redis" (every
     # instance pointed at the same redis_url and redis_prefix shares it; see README, Scaling out).
@@ -189,6 +194,12 @@ class Settings(BaseSettings):
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("logo_url")
+    @classmethod
+    def _logo_is_https_or_ours(cls, value: str) -> str:
+        _check_logo_url(value)
+        return value
+
     @model_validator(mode="after")
     def _production_checks(self) -> Settings:
         if self.request_expiry_default > self.request_expiry_max:
@@ -245,6 +256,21 @@ class Settings(BaseSettings):
             if client.client_id == client_id:
                 return client
         return None
+
+
+def _check_logo_url(url: str) -> None:
+    """The logo is shown on the approval page: an https URL (no credentials, no fragment) or a
+    path on this service. Never plain http (a network attacker could swap the picture the user
+    trusts), data: or javascript: URLs, or a scheme-relative ``//host`` path."""
+    if not url:
+        return
+    if any(ch.isspace() or not ch.isprintable() or ch in "\"'<>\\" for ch in url):
+        raise ValueError(f"logo_url {url!r} must be a plain URL (no spaces, quotes or backslashes)")
+    if url.startswith("/") and not url.startswith("//"):
+        return
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname or parts.username or parts.password or parts.fragment:
+        raise ValueError(f"logo_url {url!r} must be https://host/... (no credentials or fragment) or a path /...")
 
 
 def _check_notification_endpoint(url: str, *, production: bool) -> None:

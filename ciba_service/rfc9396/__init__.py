@@ -5,7 +5,8 @@
 - :mod:`~ciba_service.rfc9396.registry`: the type registry (:class:`TypeRegistry`, the built-in
   :data:`DEFAULT_TYPES`, and :class:`AuthorizationDetailsTypeConfig`, one configured type).
 - :mod:`~ciba_service.rfc9396.validation`: :func:`parse_authorization_details`.
-- :mod:`~ciba_service.rfc9396.words`: :func:`describe_entry`, :func:`is_unsafe_char`.
+- :mod:`~ciba_service.rfc9396.words`: :func:`describe_entry`, :func:`entry_fields`, :func:`plan_terms`,
+  :func:`is_unsafe_char`.
 
 The resource-server library imports the vocabulary only, and needs neither pydantic nor
 jsonschema; so the names of ``registry`` and ``validation`` (which do) are loaded on first use
@@ -24,7 +25,7 @@ from ciba_service.rfc9396.vocabulary import (
     RESERVED_FIELDS,
     STRING_ARRAY_FIELDS,
 )
-from ciba_service.rfc9396.words import describe_entry, is_unsafe_char
+from ciba_service.rfc9396.words import describe_entry, entry_fields, is_unsafe_char, plan_terms
 
 if TYPE_CHECKING:
     from ciba_service.rfc9396.registry import DEFAULT_TYPES, AuthorizationDetailsTypeConfig, FieldKind, TypeRegistry
@@ -41,8 +42,10 @@ __all__ = [
     "FieldKind",
     "TypeRegistry",
     "describe_entry",
+    "entry_fields",
     "is_unsafe_char",
     "parse_authorization_details",
+    "plan_terms",
 ]
 
 __getattr__ = load_on_use(

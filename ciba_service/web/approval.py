@@ -4,6 +4,7 @@ and its API, and their static files."""
 from __future__ import annotations
 
 from importlib import resources
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -12,10 +13,12 @@ from ciba_service.core.errors import ApprovalError
 from ciba_service.server.provider import Provider
 from ciba_service.web.http import NO_STORE, PAGE_HEADERS, JsonBody, offload
 
-__all__ = ["approval_routes"]
+__all__ = ["approval_routes", "page_headers"]
 
 _STATIC_TYPES = {
     "webauthn.js": "text/javascript",
+    "strings.js": "text/javascript",
+    "page.js": "text/javascript",
     "approve.js": "text/javascript",
     "enroll.js": "text/javascript",
     "style.css": "text/css",
@@ -26,12 +29,25 @@ def _static(name: str) -> str:
     return resources.files("ciba_service.web").joinpath("static", name).read_text("utf-8")
 
 
+def page_headers(logo_url: str) -> dict[str, str]:
+    """The pages' headers; a configured https logo adds exactly its origin to ``img-src``
+    (config refuses any other absolute logo URL), nothing else is loosened."""
+    parts = urlsplit(logo_url)
+    if parts.scheme != "https" or not parts.netloc:
+        return PAGE_HEADERS
+    csp = PAGE_HEADERS["Content-Security-Policy"].replace(
+        "img-src 'self'", f"img-src 'self' https://{parts.netloc.lower()}"
+    )
+    return {**PAGE_HEADERS, "Content-Security-Policy": csp}
+
+
 def approval_routes(provider: Provider) -> APIRouter:
     router = APIRouter()
+    headers = page_headers(provider.context.settings.logo_url)
 
     @router.get("/approve/{approval_id}", response_class=HTMLResponse)
     async def approval_page(approval_id: str) -> HTMLResponse:
-        return HTMLResponse(_static("approve.html"), headers=PAGE_HEADERS)
+        return HTMLResponse(_static("approve.html"), headers=headers)
 
     @router.get("/approve/{approval_id}/details")
     async def approval_details(approval_id: str) -> JSONResponse:
@@ -53,7 +69,7 @@ def approval_routes(provider: Provider) -> APIRouter:
 
     @router.get("/enroll/{token}", response_class=HTMLResponse)
     async def enrollment_page(token: str) -> HTMLResponse:
-        return HTMLResponse(_static("enroll.html"), headers=PAGE_HEADERS)
+        return HTMLResponse(_static("enroll.html"), headers=headers)
 
     @router.get("/enroll/{token}/details")
     async def enrollment_details(token: str) -> JSONResponse:

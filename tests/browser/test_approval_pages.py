@@ -18,7 +18,9 @@ from tests.support.browser import ACTION, Device, Service
 pytestmark = pytest.mark.browser
 
 BINDING_MESSAGE = "OPS-7Q2K"
-ENTRY_TEXT = "update IAM policy policy-42 (also: locations=https://iam.example.test/)"
+ENTRY_TEXT = "update IAM policy policy-42"
+# The fields of ACTION[0] under the sentence, labelled (iam_policy's labels and critical fields).
+ENTRY_ROWS = [("Action", "update"), ("Policy", "policy-42"), ("Where", "https://iam.example.test/")]
 
 
 def policy_action(identifier: str) -> RequestedAction:
@@ -54,7 +56,8 @@ def status_of(service: Service, auth_req_id: str) -> RequestStatus:
 def test_enrollment_through_the_page(service: Service, device: Device) -> None:
     _, link = service.provider.add_user(username="alice", display_name="Alice Example")
     device.page.goto(link)
-    expect(device.page.locator("#user")).to_have_text("Alice Example (alice)")
+    expect(device.page.locator("#user")).to_have_text("Alice Example")
+    expect(device.page.locator("#username")).to_have_text("(user name alice)")
     expect(device.page.locator("#register")).to_be_enabled()
 
     device.page.click("#register")
@@ -92,6 +95,9 @@ def test_approval_through_the_page_end_to_end(service: Service, enrolled: Device
     expect(page.locator("#binding")).to_be_visible()
     expect(page.locator("#binding-message")).to_have_text(BINDING_MESSAGE, use_inner_text=True)
     expect(page.locator("#entries .entry .text")).to_have_text([ENTRY_TEXT])
+    expect(page.locator("#entries .entry th")).to_have_text([label for label, _ in ENTRY_ROWS])
+    expect(page.locator("#entries .entry td")).to_have_text([value for _, value in ENTRY_ROWS])
+    expect(page.locator("#expires")).to_contain_text("Time left to decide: ")
 
     page.click("#approve")
 
@@ -99,6 +105,7 @@ def test_approval_through_the_page_end_to_end(service: Service, enrolled: Device
     expect(page.locator("#status")).to_have_attribute("data-kind", "done")
     expect(page.locator("#approve")).to_be_disabled()
     expect(page.locator("#deny")).to_be_disabled()
+    expect(page.locator("#expiry")).to_be_hidden()  # the countdown stops at the decision
     assert status_of(service, auth_req_id) is RequestStatus.APPROVED
 
     token = agent.poll_once(auth_req_id)
@@ -133,6 +140,7 @@ def test_deny_through_the_page(service: Service, enrolled: Device) -> None:
     page.click("#deny")
 
     expect(page.locator("#status")).to_contain_text("Denied")
+    expect(page.locator("#status")).to_have_attribute("data-kind", "denied")
     expect(page.locator("#approve")).to_be_disabled()
     with pytest.raises(AgentError) as denied:
         agent.poll_once(auth_req_id)
@@ -215,6 +223,7 @@ def test_second_approve_after_decision_is_refused(service: Service, enrolled: De
 
     page.reload()
     expect(page.locator("#status")).to_have_text("This request is approved.")
+    expect(page.locator("#expiry")).to_be_hidden()
     expect(page.locator("#approve")).to_be_disabled()
     expect(page.locator("#deny")).to_be_disabled()
     expect(page.locator("#entries .entry .text")).to_have_text([ENTRY_TEXT])

@@ -616,17 +616,17 @@ def test_endpoint_refuses_overflowing_number(env: Env) -> None:
 @pytest.mark.parametrize(
     ("entry", "text"),
     [
-        (IAM, "update IAM policy policy-42 (also: locations=https://iam.example.test/)"),
+        (IAM, "update IAM policy policy-42 (where: https://iam.example.test/)"),
         (
             {**IAM, "actions": ["read", "update", "delete"]},
-            "read, update, delete IAM policy policy-42 (also: locations=https://iam.example.test/)",
+            "read, update, delete IAM policy policy-42 (where: https://iam.example.test/)",
         ),
         (KEY, "rotate the key of svc-api"),
-        (PAYMENT, "initiate payment of 12.50 EUR to Merchant A (also: creditorAccount=iban=DE02100100109307118603)"),
+        (PAYMENT, "initiate payment of 12.50 EUR to Merchant A (recipient's IBAN: DE02100100109307118603)"),
         ({"type": "payment_initiation", "actions": ["initiate"]}, "initiate payment of ? to ?"),
         (
             {**PAYMENT, "instructedAmount": {"value": 3, "unit": "BTC"}},
-            "initiate payment of value=3, unit=BTC to Merchant A (also: creditorAccount=iban=DE02100100109307118603)",
+            "initiate payment of value=3, unit=BTC to Merchant A (recipient's IBAN: DE02100100109307118603)",
         ),
         ({"type": "not_registered", "actions": ["x"], "identifier": "y"}, "x y"),
     ],

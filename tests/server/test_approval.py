@@ -116,10 +116,24 @@ def test_approval_page_details(env: Env) -> None:
     assert view["client_name"] == "Agent One"
     assert view["username"] == "alice"
     assert view["binding_message"] == "BM-1"
+    assert view["display_name"] == "alice"
+    assert view["service"] == {"display_name": "CIBA approvals", "logo_url": ""}
     assert view["entries"] == [
-        {"text": "update IAM policy policy-42 (also: locations=https://iam.example.test/)", "detail": ACTION[0]}
+        {
+            "text": "update IAM policy policy-42 (where: https://iam.example.test/)",
+            "summary": "update IAM policy policy-42",
+            # paths and labels only: the page reads each value from the signed entry
+            "fields": [
+                {"path": ["actions"], "label": None, "critical": True},
+                {"path": ["identifier"], "label": "Policy", "critical": True},
+                {"path": ["locations"], "label": None, "critical": True},
+            ],
+            "destructive": [],
+            "detail": ACTION[0],
+        }
     ]
     assert view["expires_at"] == request.expires_at
+    assert view["server_time"] == int(env.clock.now)
     options = view["publicKey"]
     assert options["rpId"] == "localhost"
     assert options["userVerification"] == "required"
@@ -500,7 +514,11 @@ def enrollment_token(env: Env, username: str) -> str:
 
 def test_enrollment_link_works_once(env: Env) -> None:
     token = enrollment_token(env, "erin")
-    assert env.client.get(f"/enroll/{token}/details").json() == {"username": "erin", "display_name": "erin"}
+    assert env.client.get(f"/enroll/{token}/details").json() == {
+        "username": "erin",
+        "display_name": "erin",
+        "service": {"display_name": "CIBA approvals", "logo_url": ""},
+    }
     options = env.client.post(f"/enroll/{token}/options", json={}).json()
     assert options["authenticatorSelection"]["userVerification"] == "required"
     assert options["rp"]["id"] == "localhost"

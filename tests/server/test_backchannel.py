@@ -548,7 +548,7 @@ def test_notice_carries_approval_url_not_auth_req_id(env: Env) -> None:
     assert notice.client_id == AGENT_ID
     assert notice.client_name == "Agent One"
     assert notice.binding_message == "BM-1"
-    assert notice.actions == ["update IAM policy policy-42 (also: locations=https://iam.example.test/)"]
+    assert notice.actions == ["update IAM policy policy-42 (where: https://iam.example.test/)"]
     assert notice.expires_at == request.expires_at
     # Only the hash of the auth_req_id is stored: a leaked database holds no redeemable id.
     assert request.auth_req_id_hash == sha256_b64url(auth_req_id)

@@ -95,7 +95,7 @@ def test_forward_carries_intent_not_authorization_details(kc_env: KcEnv) -> None
     [channel] = kc_env.kc.channel_calls
     assert channel.status_code == 201
     [notice] = kc_env.notifier.notices
-    assert notice.actions == ["update IAM policy policy-42 (also: locations=https://iam.example.test/)"]
+    assert notice.actions == ["update IAM policy policy-42 (where: https://iam.example.test/)"]
 
 
 def test_approval_sends_one_succeed_callback_with_the_action(kc_env: KcEnv) -> None:

@@ -26,7 +26,7 @@ NOTICE = ApprovalNotice(
     client_id="agent-1",
     client_name="Agent One",
     binding_message="BM-1",
-    actions=["update IAM policy policy-42 (also: locations=https://iam.example.test/)"],
+    actions=["update IAM policy policy-42 (where: https://iam.example.test/)"],
     approval_url="http://localhost:8000/approve/abc",
     expires_at=1_800_000_300,
 )
@@ -37,7 +37,7 @@ def test_console_notifier_prints_link_and_action() -> None:
     ConsoleNotifier(out).notify(NOTICE)
     text = out.getvalue()
     assert "Agent One asks alice to approve" in text
-    assert "update IAM policy policy-42 (also: locations=https://iam.example.test/)" in text
+    assert "update IAM policy policy-42 (where: https://iam.example.test/)" in text
     assert "binding message: BM-1" in text
     assert "http://localhost:8000/approve/abc" in text
 
@@ -307,7 +307,7 @@ def test_backchannel_request_notifies_with_approval_link_not_auth_req_id(env: En
     [notice] = env.notifier.notices
     assert auth_req_id not in notice.approval_url
     assert notice.approval_url == f"http://localhost:8000/approve/{env.request_for(auth_req_id).approval_id}"
-    assert notice.actions == ["update IAM policy policy-42 (also: locations=https://iam.example.test/)"]
+    assert notice.actions == ["update IAM policy policy-42 (where: https://iam.example.test/)"]
     assert notice.binding_message == "BM-1"
 
 

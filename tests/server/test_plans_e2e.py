@@ -38,7 +38,7 @@ def test_a_plan_is_approved_once_and_carried_out_step_by_step(env: Env) -> None:
     auth_req_id = env.bc_authorize(authorization_details=json.dumps(PLAN)).json()["auth_req_id"]
     view = env.client.get(f"/approve/{env.request_for(auth_req_id).approval_id}/details").json()
     assert [e["text"] for e in view["entries"]] == [
-        "update IAM policy policy-42 (also: locations=https://iam.example.test/)",
+        "update IAM policy policy-42 (where: https://iam.example.test/)",
         "rotate the key of svc-api (up to 2 times; not before 2027-01-15 08:00:00 UTC; "
         "not after 2027-01-15 09:00:00 UTC)",
     ]

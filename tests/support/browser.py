@@ -56,7 +56,7 @@ class QueueNotifier(Notifier):
         return self._inbox.get(timeout=timeout)
 
 
-def make_settings(data_dir: Path, port: int) -> Settings:
+def make_settings(data_dir: Path, port: int, **overrides: Any) -> Settings:
     """Like tests/support/service.py's make_settings, but with the real port in the issuer."""
     clients = [
         ClientConfig(
@@ -66,7 +66,9 @@ def make_settings(data_dir: Path, port: int) -> Settings:
             scopes=["openid", "profile"],
         ),
     ]
-    return load_settings(issuer=f"http://localhost:{port}", data_dir=data_dir, clients=clients, poll_interval=1)
+    return load_settings(
+        issuer=f"http://localhost:{port}", data_dir=data_dir, clients=clients, poll_interval=1, **overrides
+    )
 
 
 @dataclass

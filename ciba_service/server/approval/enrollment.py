@@ -20,6 +20,7 @@ from webauthn.helpers.structs import (
 from ciba_service.core.errors import ApprovalAlreadyDecided, ApprovalExpired, ApprovalNotFound, EnrollmentError
 from ciba_service.core.model import Enrollment, Passkey, User
 from ciba_service.core.security import new_id, sha256_b64url
+from ciba_service.server.approval.branding import service_branding
 from ciba_service.server.context import ServerContext
 
 __all__ = ["Enrollments", "registration_options", "verify_enrollment"]
@@ -128,7 +129,11 @@ class Enrollments:
 
     def view(self, token: str) -> dict[str, Any]:
         _, user = self._live(token)
-        return {"username": user.username, "display_name": user.display_name}
+        return {
+            "username": user.username,
+            "display_name": user.display_name,
+            "service": service_branding(self._context.settings),
+        }
 
     def options(self, token: str) -> dict[str, Any]:
         context = self._context

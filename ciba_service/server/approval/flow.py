@@ -10,8 +10,9 @@ from typing import Any
 from ciba_service.core.binding import binding_document, canonical_preimage, challenge_for
 from ciba_service.core.errors import ApprovalAlreadyDecided, ApprovalExpired, ApprovalNotFound, AssertionRejected
 from ciba_service.core.model import BackchannelRequest, RequestStatus
-from ciba_service.rfc9396 import describe_entry
+from ciba_service.rfc9396 import describe_entry, entry_fields
 from ciba_service.server.approval.assertion import authentication_options, verify_approval
+from ciba_service.server.approval.branding import service_branding
 from ciba_service.server.approval.receipt import reverify_receipt
 from ciba_service.server.context import ServerContext
 
@@ -58,15 +59,26 @@ class Approvals:
         challenge = challenge_for(canonical_preimage(document))
         view: dict[str, Any] = {
             "status": status,
+            "service": service_branding(context.settings),
             "client_id": request.client_id,
             "client_name": request.client_name,
             "username": user.username,
+            "display_name": user.display_name,
             "binding_message": request.binding_message,
+            # Per entry: the sentence with every field (``text``), and how the page lays it out
+            # (``entry_fields``: paths and labels only; the page reads the values from ``detail``,
+            # which it checks against the signed document).
             "entries": [
-                {"text": describe_entry(e, registry=context.registry), "detail": e}
+                {
+                    "text": describe_entry(e, registry=context.registry),
+                    **entry_fields(e, registry=context.registry),
+                    "detail": e,
+                }
                 for e in request.authorization_details
             ],
             "expires_at": request.expires_at,
+            # The page counts down against the server's clock, not the device's.
+            "server_time": context.now(),
             "binding_document": document,
         }
         if status == "pending":

@@ -6,7 +6,7 @@ const enrollBase = "/enroll/" + encodeURIComponent(enrollToken);
 async function register() {
   const button = document.getElementById("register");
   button.disabled = true;
-  setStatus("Waiting for your authenticator…", "info");
+  setStatus(t("enroll.waiting"), "info");
   try {
     const o = await postJSON(enrollBase + "/options", {});
     const credential = await navigator.credentials.create({
@@ -22,19 +22,34 @@ async function register() {
       },
     });
     await postJSON(enrollBase + "/complete", { credential: credentialToJSON(credential) });
-    setStatus("Passkey registered. You can close this page.", "done");
+    setStatus(t("enroll.done"), "done");
   } catch (error) {
     button.disabled = false;
-    setStatus("Registration failed: " + error.message, "error");
+    setStatus(t("enroll.failed", { reason: error.message }), "error");
   }
+}
+
+// The user by display name; the user name beside it only when it says something more.
+function renderUser(data) {
+  const display = data.display_name || data.username;
+  const user = el("span", {}, el("strong", { id: "user" }, display));
+  if (display !== data.username) {
+    user.append(" ", el("span", { class: "muted", id: "username" }, "(" + t("enroll.username", { username: data.username }) + ")"));
+  }
+  document.getElementById("for").replaceChildren(...tNodes("enroll.for", { user }));
 }
 
 document.addEventListener("DOMContentLoaded", async () => {
   document.getElementById("register").addEventListener("click", register);
-  const response = await fetch(enrollBase + "/details", { credentials: "same-origin" });
-  const data = await response.json();
-  if (!response.ok) return setStatus(data.error_description || "Unknown link.", "error");
-  document.getElementById("user").textContent = data.display_name + " (" + data.username + ")";
-  document.getElementById("register").disabled = false;
-  setStatus("Ready.", "info");
+  try {
+    const response = await fetch(enrollBase + "/details", { credentials: "same-origin" });
+    const data = await response.json();
+    if (!response.ok) return setStatus(data.error_description || t("enroll.unknown"), "error");
+    renderService(data.service);
+    renderUser(data);
+    document.getElementById("register").disabled = false;
+    setStatus(t("enroll.ready"), "info");
+  } catch (error) {
+    setStatus(t("enroll.failed", { reason: error.message }), "error");
+  }
 });
