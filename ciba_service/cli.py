@@ -114,10 +114,15 @@ def _root(
 
 # configuration and the data directory ---------------------------------------------------------
 def _settings(config: Path | None) -> tuple[Settings, ConfigChoice]:
-    from ciba_service.config import find_config, load_settings
+    from pydantic import ValidationError
+
+    from ciba_service.config import explain_config_error, find_config, load_settings
 
     choice = find_config(config)
-    settings = load_settings(choice.path)
+    try:
+        settings = load_settings(choice.path)
+    except ValidationError as exc:
+        raise explain_config_error(exc, path=choice.path) from None
     if choice.path is None:
         looked = ", ".join(str(p) for p in choice.searched)
         _say(
@@ -148,7 +153,20 @@ def _provider(config: Path | None, *, create: bool = False) -> Provider:
     settings, choice = _settings(config)
     if not create:
         _require_data(settings, choice)
-    return build_provider(settings)
+    with _configuration_errors():
+        return build_provider(settings)
+
+
+class _configuration_errors:  # noqa: N801 - used as a statement: ``with _configuration_errors():``
+    """What building the service refuses (an unknown type in a client, a bad policy file, a
+    client that cannot authenticate) is a configuration error: said in one line, exit 2."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, ValueError) and not isinstance(exc, UnicodeError):
+            raise CliError(f"configuration error: {exc}", code=2) from None
 
 
 def _actor(by: str | None) -> str:
@@ -212,7 +230,8 @@ def serve(
         _say("warning: no clients are configured: no agent can authenticate (see `ciba-service clients hash-secret`)")
     if settings.token_username_claim and settings.mode == "keycloak":
         _say("warning: token_username_claim is ignored in keycloak mode: Keycloak's mappers decide the token's claims")
-    app_ = build_app(settings)
+    with _configuration_errors():
+        app_ = build_app(settings)
     # httptools (C HTTP parser) and uvloop (libuv event loop) when installed: the pure-Python
     # h11 parser and asyncio loop cost a third of the request time under load.
     serving: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "http": "auto", "loop": "auto"}

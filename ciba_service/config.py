@@ -35,6 +35,7 @@ __all__ = [
     "KeycloakConfig",
     "Settings",
     "config_search_path",
+    "explain_config_error",
     "find_config",
     "load_settings",
     "unauthenticatable_clients",
@@ -365,11 +366,12 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
 
     Relative paths in the file (``data_dir``, ``spiffe_bundle_path``, ``pep_policy``) are
     relative to the file's directory, so every command reading one file finds the same data
-    whatever its working directory. Raises :class:`ConfigError` naming the file and the key."""
+    whatever its working directory. A file that is missing or not TOML raises
+    :class:`ConfigError`; values that do not validate raise pydantic's ``ValidationError``
+    (:func:`explain_config_error` says it with the file and the key)."""
     named = os.environ.get(CONFIG_ENV)
     path = config_file or (Path(named) if named else None)
     data: dict[str, Any] | None = None
-    text = ""
     if path is not None:
         if not path.is_file():
             raise ConfigError(f"configuration file {path} not found")
@@ -382,10 +384,19 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
     token = _config_data.set(data)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        raise ConfigError(_describe_errors(exc, path=path, text=text, data=data or {})) from None
     finally:
         _config_data.reset(token)
+
+
+def explain_config_error(exc: ValidationError, *, path: Path | None) -> ConfigError:
+    """``exc`` (from :func:`load_settings` reading ``path``) as an operator reads it: each
+    problem with the file (or environment variable) and key it comes from, and the fix."""
+    text = path.read_text(encoding="utf-8") if path is not None and path.is_file() else ""
+    try:
+        data = tomllib.loads(text) if text else {}
+    except tomllib.TOMLDecodeError:
+        data = {}
+    return ConfigError(_describe_errors(exc, path=path, text=text, data=data))
 
 
 # configuration errors, said so an operator can fix them --------------------------------------
