@@ -23,7 +23,11 @@ from tests.support.service import BASE, Env, make_settings, open_env
 def any_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
     overrides = {}
     if request.param == "redis":
-        overrides = {"store": "redis", "redis_url": request.getfixturevalue("redis_url"), "redis_prefix": fresh_prefix()}
+        overrides = {
+            "store": "redis",
+            "redis_url": request.getfixturevalue("redis_url"),
+            "redis_prefix": fresh_prefix(),
+        }
     with open_env(make_settings(tmp_path, **overrides)) as env:
         yield env
 
