@@ -13,6 +13,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -157,16 +159,16 @@ def _provider(config: Path | None, *, create: bool = False) -> Provider:
         return build_provider(settings)
 
 
-class _configuration_errors:  # noqa: N801 - used as a statement: ``with _configuration_errors():``
+@contextmanager
+def _configuration_errors() -> Iterator[None]:
     """What building the service refuses (an unknown type in a client, a bad policy file, a
     client that cannot authenticate) is a configuration error: said in one line, exit 2."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if isinstance(exc, ValueError) and not isinstance(exc, UnicodeError):
-            raise CliError(f"configuration error: {exc}", code=2) from None
+    try:
+        yield
+    except ValueError as exc:
+        if isinstance(exc, UnicodeError):
+            raise
+        raise CliError(f"configuration error: {exc}", code=2) from None
 
 
 def _actor(by: str | None) -> str:

@@ -148,7 +148,8 @@ CASES = [
          env={"CIBA_CONFIG": "nope.toml"}),
     Case("config-not-toml", ["users", "list"], 2,
          'not valid TOML: Invalid value (at line 2, column 22); a text value must be quoted: '
-         'client_secret_hash = "scrypt$1"', files={"ciba-service.toml": "[[clients]]\nclient_secret_hash = scrypt$1\n"}),
+         'client_secret_hash = "scrypt$1"',
+         files={"ciba-service.toml": "[[clients]]\nclient_secret_hash = scrypt$1\n"}),
     Case("top-level-key-after-clients", ["users", "list"], 2,
          "clients[0].environment (client 'ops-agent'): `environment` is a top-level setting, but it comes after the "
          "[[clients]] header on line 3, and in TOML a key after a table header belongs to that table",
