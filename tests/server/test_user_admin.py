@@ -178,3 +178,28 @@ def test_passkey_ids_are_shown_as_typed_back(env: Env) -> None:
     assert alice is not None
     [stored] = env.provider.store.passkeys_for(alice.user_id)
     assert info.credential_id == b64url_encode(stored.credential_id)
+
+
+# the username in the token (opt-in) ---------------------------------------------------------------
+def test_tokens_name_the_user_only_by_sub_unless_configured(tmp_path: Path) -> None:
+    import jwt
+
+    for claim in (None, "preferred_username"):
+        with open_env(make_settings(tmp_path / str(claim), token_username_claim=claim)) as env:
+            auth_req_id = env.bc_authorize().json()["auth_req_id"]
+            env.approve(auth_req_id)
+            answer = env.token(auth_req_id).json()
+            access = jwt.decode(answer["access_token"], options={"verify_signature": False})
+            id_token = jwt.decode(answer["id_token"], options={"verify_signature": False})
+            if claim is None:
+                assert "preferred_username" not in access and "preferred_username" not in id_token
+            else:
+                assert access["preferred_username"] == id_token["preferred_username"] == "alice"
+                assert access["sub"] != "alice"  # sub stays the opaque user id
+
+
+def test_the_username_claim_cannot_replace_a_claim_the_service_sets(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="'sub' is a claim the service sets itself"):
+        make_settings(tmp_path, token_username_claim="sub")
