@@ -462,8 +462,8 @@ def _describe_errors(exc: ValidationError, *, path: Path | None, text: str, data
     for error in exc.errors():
         loc = tuple(error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
-        if not loc:
-            problems.append(message)
+        if not loc:  # a rule across keys (e.g. store = "redis" without redis_url)
+            problems.append(f"{where}{message}")
             continue
         key = _key_name(loc, data)
         source = where if loc[0] in data else ""
@@ -510,8 +510,8 @@ def unauthenticatable_clients(settings: Settings) -> list[str]:
         name = f"client {client.client_id!r}"
         method = client.token_endpoint_auth_method
         stored = client.client_secret_hash
-        if method in ("private_key_jwt", "spiffe_jwt") and not stored:
-            continue  # checked by ClientConfig: jwks or spiffe_id present
+        if method in ("private_key_jwt", "spiffe_jwt"):
+            continue  # ClientConfig requires their jwks or spiffe_id; a secret hash is not used
         if not stored:
             problems.append(
                 f"{name} has no credentials: set client_secret_hash ({fix}), or jwks with "

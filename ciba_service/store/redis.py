@@ -34,7 +34,8 @@ key                             value                                        lif
 ``p refusal:<intent_id>``       JSON: :class:`ChannelRefusal`                expiry + 300 s
 ``p audit:<record_id>``         hash: :class:`AuditRecord` (operators'       durable
                                 actions on users and passkeys)
-``p audit``                     zset: audit record ids by ``at``             durable
+``p audit``                     zset: audit record ids in the order written  durable
+                                (scored by the counter ``p audit_seq``)
 ==============================  ===========================================  =================
 
 A pending request (with its two index keys) expires ``retain_after_expiry`` seconds after its
@@ -125,6 +126,7 @@ _SCRIPTS = {
         "reserve_attempt",
         "set_user_enabled",
         "revoke_passkey",
+        "add_audit",
     )
 }
 
@@ -249,6 +251,7 @@ class RedisStore(Store):
         self._reserve_attempt = script("reserve_attempt")
         self._set_user_enabled = script("set_user_enabled")
         self._revoke_passkey = script("revoke_passkey")
+        self._add_audit = script("add_audit")
 
     @classmethod
     def from_url(
@@ -649,7 +652,6 @@ class RedisStore(Store):
                 [self._key("user", user_id), self._key("audit", audit.record_id)],
                 _json(enabled),
                 audit.record_id,
-                audit.at,
                 *_pairs(_fields(audit)),
             )
         )
@@ -663,16 +665,12 @@ class RedisStore(Store):
                 user_id,
                 cred,
                 audit.record_id,
-                audit.at,
                 *_pairs(_fields(audit)),
             )
         )
 
     def add_audit(self, record: AuditRecord) -> None:
-        pipe = self._redis.pipeline(transaction=True)  # MULTI/EXEC: the record and its index together
-        pipe.hset(self._key("audit", record.record_id), mapping=_fields(record))
-        pipe.zadd(self._prefix + "audit", {record.record_id: record.at})
-        pipe.execute()
+        self._run(self._add_audit, [self._key("audit", record.record_id)], record.record_id, *_pairs(_fields(record)))
 
     def audit_records(self, *, limit: int, subject: str | None = None) -> list[AuditRecord]:
         key = self._prefix + "audit"
