@@ -219,6 +219,8 @@ def serve(
     from ciba_service.web.app import build_app
 
     settings, choice = _settings(config)
+    with _configuration_errors():
+        app_ = build_app(settings)
     source = f"config {choice.path}" if choice.path else "no config file"
     _say(
         f"ciba-service {settings.mode} mode, issuer {settings.issuer}, {source}, data in {settings.data_dir.resolve()}"
@@ -232,8 +234,6 @@ def serve(
         _say("warning: no clients are configured: no agent can authenticate (see `ciba-service clients hash-secret`)")
     if settings.token_username_claim and settings.mode == "keycloak":
         _say("warning: token_username_claim is ignored in keycloak mode: Keycloak's mappers decide the token's claims")
-    with _configuration_errors():
-        app_ = build_app(settings)
     # httptools (C HTTP parser) and uvloop (libuv event loop) when installed: the pure-Python
     # h11 parser and asyncio loop cost a third of the request time under load.
     serving: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "http": "auto", "loop": "auto"}

@@ -14,7 +14,7 @@ from typing import Any
 
 import jwt
 
-from ciba_service.config import ConfigError, Settings, unauthenticatable_clients
+from ciba_service.config import Settings
 from ciba_service.core.model import BackchannelRequest, User
 from ciba_service.core.params import Params
 from ciba_service.jose.client_assertion import SpiffeBundle
@@ -54,10 +54,6 @@ class ServerContext:
             if unknown:
                 # A typo here would silently leave the agent unable to request anything.
                 raise ValueError(f"client {client.client_id} lists unknown authorization_details types {unknown}")
-        # A client that can never authenticate is a configuration mistake, said at start.
-        refused = unauthenticatable_clients(settings)
-        if refused:
-            raise ConfigError("; ".join(refused))
         self.spiffe = (
             SpiffeBundle.load(settings.spiffe_bundle_path, trust_domain=settings.spiffe_trust_domain)
             if settings.spiffe_bundle_path
