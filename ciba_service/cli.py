@@ -691,11 +691,14 @@ def hook_claude_code(
     raise typer.Exit(run(sys.stdin.buffer, sys.stdout, sys.stderr, policy_path=policy))
 
 
-@receipts_app.command(
-    "verify", epilog=_examples("ciba-service receipts verify 9f3c...  # the approval claim's receipt")
-)
+@receipts_app.command("verify")
 def receipts_verify(receipt_id: str, config: ConfigOption = None) -> None:
-    """Re-verify a stored approval receipt (signature over the recorded preimage)."""
+    """Re-verify a stored approval receipt (signature over the recorded preimage).
+
+    \b
+    Examples:
+      $ ciba-service receipts verify 9f3c...   # the receipt named in the token's approval claim
+    """
     from ciba_service.core.errors import ApprovalError
 
     provider = _provider(config)
