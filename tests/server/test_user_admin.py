@@ -203,3 +203,16 @@ def test_the_username_claim_cannot_replace_a_claim_the_service_sets(tmp_path: Pa
 
     with pytest.raises(ValidationError, match="'sub' is a claim the service sets itself"):
         make_settings(tmp_path, token_username_claim="sub")
+
+
+def test_keycloak_mode_leaves_users_and_passkeys_to_keycloak(env: Env) -> None:
+    from types import SimpleNamespace
+
+    mirrored = SimpleNamespace(store=env.provider.store, mode="keycloak", now=env.provider.now)
+    admin = UserAdministration(mirrored, actor="ops")  # type: ignore[arg-type]
+    with pytest.raises(AdministrationError, match="users and passkeys are Keycloak's in keycloak mode: disable"):
+        admin.set_enabled("alice", enabled=False)
+    with pytest.raises(AdministrationError, match="delete the credential in Keycloak"):
+        admin.revoke_passkey("alice", "whatever")
+    assert len(admin.passkeys("alice")) == 1  # listing the mirrored passkeys still works
+    assert admin.audit() == []
