@@ -420,13 +420,13 @@ def _parse_toml(path: Path, text: str) -> dict[str, Any]:
         raise ConfigError(message) from None
 
 
-def _model_for(loc: tuple[int | str, ...]) -> type[BaseModel]:
-    """The model whose field list applies at ``loc`` (the settings, a client, the keycloak table)."""
-    if loc[:1] == ("clients",):
+def _model_for(table: tuple[int | str, ...]) -> type[BaseModel]:
+    """The model whose keys belong in ``table`` (the top level, a client, [keycloak], a type)."""
+    if table[:1] == ("clients",):
         return ClientConfig
-    if loc[:1] == ("keycloak",):
+    if table[:1] == ("keycloak",):
         return KeycloakConfig
-    if loc[:1] == ("authorization_details_types",) and len(loc) >= 3:
+    if table[:1] == ("authorization_details_types",) and len(table) >= 2:
         return AuthorizationDetailsTypeConfig
     return Settings
 
@@ -481,6 +481,13 @@ def _describe_errors(exc: ValidationError, *, path: Path | None, text: str, data
                     f"{source}{key}: `{name}` is a top-level setting, but it comes after the {header} header{at}, "
                     f"and in TOML a key after a table header belongs to that table: move `{name} = …` above the "
                     "first [table] or [[table]] header"
+                )
+                continue
+            if loc[0] == "clients" and name == "client_secret":
+                problems.append(
+                    f"{source}{key}: the service never stores a client's secret, only its hash: replace this "
+                    "line with the client_secret_hash line `ciba-service clients hash-secret --stdin` prints "
+                    "for it (the secret on its stdin)"
                 )
                 continue
             model = _model_for(loc[:-1])

@@ -155,6 +155,14 @@ CASES = [
          "clients[0].environment (client 'ops-agent'): `environment` is a top-level setting, but it comes after the "
          "[[clients]] header on line 3, and in TOML a key after a table header belongs to that table",
          files={"ciba-service.toml": with_client('environment = "development"')}),
+    Case("secret-instead-of-hash", ["users", "list"], 2,
+         "clients[0].client_secret (client 'ops-agent'): the service never stores a client's secret, only its hash",
+         files={"ciba-service.toml": with_client('client_secret = "hunter2"')}),
+    Case("top-level-key-after-a-type", ["users", "list"], 2,
+         "authorization_details_types.db.notifier: `notifier` is a top-level setting, but it comes after the "
+         "[authorization_details_types.db] header",
+         files={"ciba-service.toml": '[authorization_details_types.db]\ndescription = "d"\nactions = ["a"]\n'
+                'notifier = "none"\n'}),
     Case("unknown-key", ["users", "list"], 2, "ciba-service.toml: isuer: unknown key; did you mean `issuer`?",
          files={"ciba-service.toml": 'isuer = "http://localhost:8000"\n'}),
     Case("bad-value-from-environment", ["users", "list"], 2,
