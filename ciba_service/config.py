@@ -1,20 +1,28 @@
-"""Configuration: a TOML file (``CIBA_CONFIG`` or ``--config``) and ``CIBA_*`` environment
-variables, the latter winning. Every option is documented in the README."""
+"""Configuration: a TOML file (``--config``, ``CIBA_CONFIG``, or the first of
+:func:`config_search_path`) and ``CIBA_*`` environment variables, the latter winning. Every option
+is documented in the README.
+
+A configuration that cannot work is refused with :class:`ConfigError`, whose message names the
+file, the key and the fix (``configuration.py`` errors are read by operators, not programs)."""
 
 from __future__ import annotations
 
 import contextvars
+import difflib
+import os
 import re
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
 from ciba_service.core.protocol import TERMINAL_ORIGIN_SCHEME
@@ -22,12 +30,19 @@ from ciba_service.rfc9396.registry import AuthorizationDetailsTypeConfig
 
 __all__ = [
     "ClientConfig",
+    "ConfigChoice",
+    "ConfigError",
     "KeycloakConfig",
     "Settings",
+    "config_search_path",
+    "explain_config_error",
+    "find_config",
     "load_settings",
+    "unauthenticatable_clients",
 ]
 
-_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("ciba_config_file", default=None)
+# The parsed configuration file, for the settings source (see Settings.settings_customise_sources).
+_config_data: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("ciba_config_data", default=None)
 
 
 class ClientConfig(BaseModel):
@@ -174,6 +189,12 @@ class Settings(BaseSettings):
     pep_clients: list[str] = Field(default_factory=list)
     pep_audience: str | None = None
 
+    # Opt-in (a privacy choice, README "Tokens"): the name of a claim that carries the user's
+    # username in the access and ID tokens, for resource servers' audit logs (e.g.
+    # "preferred_username"). Unset, tokens name the user only by the opaque ``sub``. Embedded
+    # mode only: in keycloak mode Keycloak mints the tokens and the realm's mappers decide.
+    token_username_claim: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_:.-]{0,63}$")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -183,11 +204,18 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = _config_file.get()
+        data = _config_data.get()
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        if data is not None:
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=data))
         return tuple(sources)
+
+    @field_validator("token_username_claim")
+    @classmethod
+    def _not_a_registered_claim(cls, value: str | None) -> str | None:
+        if value in _RESERVED_CLAIMS:
+            raise ValueError(f"{value!r} is a claim the service sets itself; pick another name (preferred_username)")
+        return value
 
     @field_validator("issuer", "public_url")
     @classmethod
@@ -309,15 +337,226 @@ def _check_approval_origin(origin: str, *, production: bool) -> None:
             raise ValueError(f"approval_origins: {origin!r} must be https (http only to loopback in development)")
 
 
-def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
-    """Build settings from ``config_file`` (or ``$CIBA_CONFIG``), the environment and overrides."""
-    import os
+_RESERVED_CLAIMS = frozenset(
+    {"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "client_id", "scope", "auth_time", "acr", "amr"}
+    | {"authorization_details", "approval", "cnf", "at_hash", "nonce", "azp"}
+)
 
-    path = config_file or (Path(os.environ["CIBA_CONFIG"]) if os.environ.get("CIBA_CONFIG") else None)
-    if path is not None and not path.is_file():
-        raise FileNotFoundError(f"configuration file {path} not found")
-    token = _config_file.set(path)
+
+# where the configuration comes from ----------------------------------------------------------
+CONFIG_ENV = "CIBA_CONFIG"
+
+
+def config_search_path() -> list[Path]:
+    """Where a command looks for its configuration when neither ``--config`` nor
+    ``$CIBA_CONFIG`` names one, in order: the working directory (a project's own file), the
+    user's (XDG) configuration directory, then the system-wide file."""
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return [
+        Path("ciba-service.toml"),
+        Path(xdg) / "ciba-service" / "config.toml",
+        Path("/etc/ciba-service/config.toml"),
+    ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfigChoice:
+    """The configuration file a command uses (None: defaults and ``CIBA_*`` only), and why."""
+
+    path: Path | None
+    source: str  # "--config", "CIBA_CONFIG", "found", or "none"
+    searched: tuple[Path, ...] = ()
+
+
+def find_config(explicit: Path | None = None) -> ConfigChoice:
+    """``explicit`` (``--config``), else ``$CIBA_CONFIG``, else the first file of
+    :func:`config_search_path` that exists. A file named explicitly must exist."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"configuration file {explicit} not found (--config)")
+        return ConfigChoice(path=explicit, source="--config")
+    named = os.environ.get(CONFIG_ENV)
+    if named:
+        if not Path(named).is_file():
+            raise ConfigError(f"configuration file {named} not found (CIBA_CONFIG)")
+        return ConfigChoice(path=Path(named), source=CONFIG_ENV)
+    searched = tuple(config_search_path())
+    for candidate in searched:
+        if candidate.is_file():
+            return ConfigChoice(path=candidate, source="found", searched=searched)
+    return ConfigChoice(path=None, source="none", searched=searched)
+
+
+def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
+    """Build settings from ``config_file`` (or ``$CIBA_CONFIG``), the environment and overrides.
+
+    Relative paths in the file (``data_dir``, ``spiffe_bundle_path``, ``pep_policy``) are
+    relative to the file's directory, so every command reading one file finds the same data
+    whatever its working directory. A file that is missing or not TOML raises
+    :class:`ConfigError`; values that do not validate raise pydantic's ``ValidationError``
+    (:func:`explain_config_error` says it with the file and the key)."""
+    named = os.environ.get(CONFIG_ENV)
+    path = config_file or (Path(named) if named else None)
+    data: dict[str, Any] | None = None
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"configuration file {path} not found")
+        text = path.read_text(encoding="utf-8")
+        data = _parse_toml(path, text)
+        for key in ("data_dir", "spiffe_bundle_path", "pep_policy"):
+            value = data.get(key)
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                data[key] = str(path.parent / value)
+    token = _config_data.set(data)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     finally:
-        _config_file.reset(token)
+        _config_data.reset(token)
+
+
+def explain_config_error(exc: ValidationError, *, path: Path | None) -> ConfigError:
+    """``exc`` (from :func:`load_settings` reading ``path``) as an operator reads it: each
+    problem with the file (or environment variable) and key it comes from, and the fix."""
+    text = path.read_text(encoding="utf-8") if path is not None and path.is_file() else ""
+    try:
+        data = tomllib.loads(text) if text else {}
+    except tomllib.TOMLDecodeError:
+        data = {}
+    return ConfigError(_describe_errors(exc, path=path, text=text, data=data))
+
+
+# configuration errors, said so an operator can fix them --------------------------------------
+class ConfigError(ValueError):
+    """The configuration cannot work; the message names the file, the key and the fix."""
+
+
+def _parse_toml(path: Path, text: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = f"{path}: not valid TOML: {exc}"
+        line_no = re.search(r"line (\d+)", str(exc))
+        if line_no:
+            lines = text.splitlines()
+            number = int(line_no.group(1))
+            line = lines[number - 1] if 0 < number <= len(lines) else ""
+            bare = re.match(r"^\s*([A-Za-z0-9_.-]+)\s*=\s*([^\s\"'\[{0-9+-].*?)\s*(#.*)?$", line)
+            if bare and bare.group(2) not in ("true", "false", "inf", "nan"):
+                message += f'; a text value must be quoted: {bare.group(1)} = "{bare.group(2)}"'
+        raise ConfigError(message) from None
+
+
+def _model_for(table: tuple[int | str, ...]) -> type[BaseModel]:
+    """The model whose keys belong in ``table`` (the top level, a client, [keycloak], a type)."""
+    if table[:1] == ("clients",):
+        return ClientConfig
+    if table[:1] == ("keycloak",):
+        return KeycloakConfig
+    if table[:1] == ("authorization_details_types",) and len(table) >= 2:
+        return AuthorizationDetailsTypeConfig
+    return Settings
+
+
+def _key_name(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
+    """``clients[1].issuer``, with the client's id when the file gives one."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    if len(loc) >= 2 and loc[0] == "clients" and isinstance(loc[1], int):
+        clients = data.get("clients")
+        if isinstance(clients, list) and loc[1] < len(clients) and isinstance(clients[loc[1]], dict):
+            client_id = clients[loc[1]].get("client_id")
+            if client_id:
+                out += f" (client {client_id!r})"
+    return out
+
+
+def _table_line(text: str, table: str, index: int) -> int | None:
+    """The line of the ``index``-th ``[[table]]`` header (1-based), if the text has one."""
+    seen = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if re.match(rf"^\s*\[\[\s*{re.escape(table)}\s*\]\]", line):
+            if seen == index:
+                return number
+            seen += 1
+    return None
+
+
+def _describe_errors(exc: ValidationError, *, path: Path | None, text: str, data: dict[str, Any]) -> str:
+    where = f"{path}: " if path is not None else ""
+    problems: list[str] = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if not loc:  # a rule across keys (e.g. store = "redis" without redis_url)
+            problems.append(f"{where}{message}")
+            continue
+        key = _key_name(loc, data)
+        source = where if loc[0] in data else ""
+        env = f"CIBA_{str(loc[0]).upper()}"
+        if not source and env in os.environ:
+            source = f"environment variable {env}: "
+        if error["type"] == "extra_forbidden":
+            name = str(loc[-1])
+            if len(loc) >= 2 and name in Settings.model_fields and name not in _model_for(loc[:-1]).model_fields:
+                table = ".".join(str(p) for p in loc[:-1] if not isinstance(p, int))
+                header = f"[[{table}]]" if loc[0] == "clients" else f"[{table}]"
+                line = _table_line(text, str(loc[0]), loc[1]) if isinstance(loc[1], int) else None
+                at = f" on line {line}" if line else ""
+                problems.append(
+                    f"{source}{key}: `{name}` is a top-level setting, but it comes after the {header} header{at}, "
+                    f"and in TOML a key after a table header belongs to that table: move `{name} = …` above the "
+                    "first [table] or [[table]] header"
+                )
+                continue
+            if loc[0] == "clients" and name == "client_secret":
+                problems.append(
+                    f"{source}{key}: the service never stores a client's secret, only its hash: replace this "
+                    "line with the client_secret_hash line `ciba-service clients hash-secret --stdin` prints "
+                    "for it (the secret on its stdin)"
+                )
+                continue
+            model = _model_for(loc[:-1])
+            close = difflib.get_close_matches(name, list(model.model_fields), n=1)
+            hint = f"; did you mean `{close[0]}`?" if close else f"; known keys: {', '.join(model.model_fields)}"
+            problems.append(f"{source}{key}: unknown key{hint}")
+            continue
+        shown = error.get("input")
+        value = f" (got {shown!r})" if error["type"] != "missing" and not isinstance(shown, dict | list) else ""
+        problems.append(f"{source}{key}: {message}{value}")
+    return "; ".join(problems) if len(problems) == 1 else "\n  " + "\n  ".join(problems)
+
+
+# clients that could never authenticate ------------------------------------------------------
+_HASH = re.compile(r"^(sha256\$[A-Za-z0-9_-]{43}|scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9_-]+\$[A-Za-z0-9_-]{43})$")
+
+
+def unauthenticatable_clients(settings: Settings) -> list[str]:
+    """Why each configured client could never authenticate (embedded mode; in keycloak mode
+    Keycloak authenticates clients and an entry only narrows their policy): no credentials, a
+    secret where its hash goes, a placeholder. One line per client, naming it and the fix."""
+    if settings.mode != "embedded":
+        return []
+    problems = []
+    fix = "generate one with `ciba-service clients hash-secret` and paste its client_secret_hash line"
+    for client in settings.clients:
+        name = f"client {client.client_id!r}"
+        method = client.token_endpoint_auth_method
+        stored = client.client_secret_hash
+        if method in ("private_key_jwt", "spiffe_jwt"):
+            continue  # ClientConfig requires their jwks or spiffe_id; a secret hash is not used
+        if not stored:
+            problems.append(
+                f"{name} has no credentials: set client_secret_hash ({fix}), or jwks with "
+                'token_endpoint_auth_method = "private_key_jwt", or spiffe_id with "spiffe_jwt"'
+            )
+        elif "…" in stored or "..." in stored or "REPLACE" in stored.upper() or stored in ("sha256$", "scrypt$"):
+            problems.append(f"{name}: client_secret_hash {stored!r} is a placeholder from the documentation: {fix}")
+        elif not _HASH.fullmatch(stored):
+            problems.append(
+                f"{name}: client_secret_hash is not a hash (it must start with sha256$ or scrypt$; a secret "
+                "must never be stored in the configuration): pipe the secret into "
+                "`ciba-service clients hash-secret --stdin`, or generate a new one with `ciba-service clients "
+                "hash-secret`, and paste the client_secret_hash line it prints"
+            )
+    return problems

@@ -10,6 +10,7 @@ from typing import Any
 
 __all__ = [
     "ApprovalReceipt",
+    "AuditRecord",
     "BackchannelRequest",
     "CallbackState",
     "ChannelRefusal",
@@ -105,6 +106,22 @@ class Passkey:
     sign_count: int
     transports: list[str] = field(default_factory=list)
     created_at: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditRecord:
+    """One operator action on users or passkeys (who did what, to whom, when), kept for good.
+
+    ``actor`` is who ran it (the OS user of the command, or what ``--by`` said); ``action`` a
+    dotted verb (``user.disabled``, ``passkey.revoked``); ``subject`` the user's id; ``detail``
+    what else identifies the change (the username, a credential id)."""
+
+    record_id: str
+    at: int
+    actor: str
+    action: str
+    subject: str
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -79,9 +79,11 @@ def mint_access_token(
     now: int,
     lifetime: int,
     jkt: str | None = None,
+    user_claims: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """An RFC 9068 access token carrying the approved ``authorization_details``; with ``jkt``
-    it is bound to the agent's DPoP key (RFC 9449 6.1, ``cnf.jkt``)."""
+    it is bound to the agent's DPoP key (RFC 9449 6.1, ``cnf.jkt``). ``user_claims`` (the
+    opt-in ``token_username_claim``) are added as they are; they never replace a claim above."""
     claims: dict[str, Any] = {
         "iss": issuer,
         "sub": subject,
@@ -100,6 +102,8 @@ def mint_access_token(
     }
     if jkt is not None:
         claims["cnf"] = {"jkt": jkt}
+    for name, value in (user_claims or {}).items():
+        claims.setdefault(name, value)
     return key.sign(claims, typ="at+jwt"), claims
 
 
@@ -114,8 +118,10 @@ def mint_id_token(
     now: int,
     lifetime: int,
     access_token: str | None = None,
+    user_claims: dict[str, Any] | None = None,
 ) -> str:
-    """The OpenID ID token CIBA 10.1.1 returns beside the access token."""
+    """The OpenID ID token CIBA 10.1.1 returns beside the access token (with ``user_claims``
+    as for :func:`mint_access_token`)."""
     claims: dict[str, Any] = {
         "iss": issuer,
         "sub": subject,
@@ -131,6 +137,8 @@ def mint_id_token(
     if access_token is not None:
         # OpenID Connect Core 3.2.2.9: left half of SHA-256 of the access token.
         claims["at_hash"] = b64url_encode(hashlib.sha256(access_token.encode("ascii")).digest()[:16])
+    for name, value in (user_claims or {}).items():
+        claims.setdefault(name, value)
     return key.sign(claims, typ="JWT")
 
 

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from ciba_service.config import Settings
+from ciba_service.config import ConfigError, Settings, unauthenticatable_clients
 from ciba_service.server.context import ServerContext
 from ciba_service.server.embedded import EmbeddedIssuer
 from ciba_service.server.issuer import Issuer
@@ -56,6 +56,11 @@ def build_provider(
     notifier: Notifier | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Provider:
+    # A client that can never authenticate is a configuration mistake: said at start, before
+    # anything is created.
+    refused = unauthenticatable_clients(settings)
+    if refused:
+        raise ConfigError("; ".join(refused))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # The directory holds the signing key, users, passkeys and receipts: owner only.
     settings.data_dir.chmod(0o700)

@@ -4,6 +4,7 @@
 
 from ciba_service.store.base import (
     AttemptStore,
+    AuditStore,
     CallbackStore,
     EnrollmentStore,
     IntentStore,
@@ -23,6 +24,7 @@ from ciba_service.store.sqlite import SQLiteStore
 
 __all__ = [
     "AttemptStore",
+    "AuditStore",
     "CallbackStore",
     "EnrollmentStore",
     "IntentStore",

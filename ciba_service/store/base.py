@@ -18,6 +18,7 @@ from typing import Any
 
 from ciba_service.core.model import (
     ApprovalReceipt,
+    AuditRecord,
     BackchannelRequest,
     CallbackState,
     ChannelRefusal,
@@ -43,6 +44,7 @@ __all__ = [
     "SingleUseStore",
     "AttemptStore",
     "UserCodeStore",
+    "AuditStore",
 ]
 
 
@@ -64,6 +66,11 @@ class UserStore(ABC):
     @abstractmethod
     def upsert_user(self, user: User) -> None:
         """Insert or refresh a user mirrored from the IdP."""
+
+    @abstractmethod
+    def set_user_enabled(self, user_id: str, *, enabled: bool, audit: AuditRecord) -> bool:
+        """Enable or disable a user, recording ``audit`` in the same atomic step (an operator's
+        change is never unrecorded). False, and nothing recorded, if there is no such user."""
 
 
 class PasskeyStore(ABC):
@@ -92,6 +99,13 @@ class PasskeyStore(ABC):
         """Make the user's mirrored passkeys exactly ``passkeys`` (upserted, counters never
         lowered); any other passkey of the user is deleted: a credential revoked at the IdP
         must stop approving at once."""
+
+    @abstractmethod
+    def revoke_passkey(self, credential_id: bytes, *, user_id: str, audit: AuditRecord) -> bool:
+        """Delete the passkey of ``user_id`` with this credential id, recording ``audit`` in the
+        same atomic step: from then on no assertion of it verifies. False, and nothing recorded,
+        if the user has no such passkey. Receipts keep their own copy of the public key, so
+        approvals made with it stay verifiable."""
 
 
 class EnrollmentStore(ABC):
@@ -277,6 +291,17 @@ class UserCodeStore(ABC):
     def get_user_code(self, user_id: str) -> str | None: ...
 
 
+class AuditStore(ABC):
+    """The operators' actions on users and passkeys (see :class:`AuditRecord`), kept for good."""
+
+    @abstractmethod
+    def add_audit(self, record: AuditRecord) -> None: ...
+
+    @abstractmethod
+    def audit_records(self, *, limit: int, subject: str | None = None) -> list[AuditRecord]:
+        """The latest ``limit`` records, newest first; only those about ``subject`` when given."""
+
+
 class Store(
     UserStore,
     PasskeyStore,
@@ -290,6 +315,7 @@ class Store(
     SingleUseStore,
     AttemptStore,
     UserCodeStore,
+    AuditStore,
 ):
     """Persistent state of the service: every concern above in one store. A component that
     needs only one concern may ask for that interface instead (e.g. :class:`RequestStore`)."""

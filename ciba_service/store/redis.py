@@ -32,6 +32,10 @@ key                             value                                        lif
 ``p outbox``                    zset: outbox entries by ``claimed_until``    (entries pruned
                                 (their lease's end; due once it has passed)  with the record)
 ``p refusal:<intent_id>``       JSON: :class:`ChannelRefusal`                expiry + 300 s
+``p audit:<record_id>``         hash: :class:`AuditRecord` (operators'       durable
+                                actions on users and passkeys)
+``p audit``                     zset: audit record ids in the order written  durable
+                                (scored by the counter ``p audit_seq``)
 ==============================  ===========================================  =================
 
 A pending request (with its two index keys) expires ``retain_after_expiry`` seconds after its
@@ -65,6 +69,7 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 from ciba_service.core.model import (
     ApprovalReceipt,
+    AuditRecord,
     BackchannelRequest,
     CallbackState,
     ChannelRefusal,
@@ -119,6 +124,9 @@ _SCRIPTS = {
         "take_intent",
         "use_once",
         "reserve_attempt",
+        "set_user_enabled",
+        "revoke_passkey",
+        "add_audit",
     )
 }
 
@@ -135,7 +143,17 @@ def _unavailable(exc: Exception) -> bool:
 
 
 # encoding -------------------------------------------------------------------------------------
-_Record = User | Passkey | Enrollment | BackchannelRequest | ApprovalReceipt | Intent | OutboxEntry | ChannelRefusal
+_Record = (
+    User
+    | Passkey
+    | Enrollment
+    | BackchannelRequest
+    | ApprovalReceipt
+    | Intent
+    | OutboxEntry
+    | ChannelRefusal
+    | AuditRecord
+)
 _T = TypeVar("_T")
 
 
@@ -168,6 +186,7 @@ _DECODE: dict[type[Any], dict[str, Callable[[Any], Any]]] = {
     },
     Intent: {},
     OutboxEntry: {},
+    AuditRecord: {},
 }
 
 
@@ -230,6 +249,9 @@ class RedisStore(Store):
         self._take_intent = script("take_intent")
         self._use_once = script("use_once")
         self._reserve_attempt = script("reserve_attempt")
+        self._set_user_enabled = script("set_user_enabled")
+        self._revoke_passkey = script("revoke_passkey")
+        self._add_audit = script("add_audit")
 
     @classmethod
     def from_url(
@@ -621,3 +643,48 @@ class RedisStore(Store):
     def get_user_code(self, user_id: str) -> str | None:
         code: str | None = self._redis.get(self._key("user_code", user_id))
         return code
+
+    # operators' actions: enable/disable a user, revoke a passkey, the audit ------------------
+    def set_user_enabled(self, user_id: str, *, enabled: bool, audit: AuditRecord) -> bool:
+        return bool(
+            self._run(
+                self._set_user_enabled,
+                [self._key("user", user_id), self._key("audit", audit.record_id)],
+                _json(enabled),
+                audit.record_id,
+                *_pairs(_fields(audit)),
+            )
+        )
+
+    def revoke_passkey(self, credential_id: bytes, *, user_id: str, audit: AuditRecord) -> bool:
+        cred = b64url_encode(credential_id)
+        return bool(
+            self._run(
+                self._revoke_passkey,
+                [self._key("passkey", cred), self._key("audit", audit.record_id)],
+                user_id,
+                cred,
+                audit.record_id,
+                *_pairs(_fields(audit)),
+            )
+        )
+
+    def add_audit(self, record: AuditRecord) -> None:
+        self._run(self._add_audit, [self._key("audit", record.record_id)], record.record_id, *_pairs(_fields(record)))
+
+    def audit_records(self, *, limit: int, subject: str | None = None) -> list[AuditRecord]:
+        key = self._prefix + "audit"
+        found: list[AuditRecord] = []
+        start = 0
+        page = max(limit, 100)
+        # Newest first; with a subject, pages are read until enough of its records are found.
+        while len(found) < limit:
+            ids: list[str] = self._redis.zrevrange(key, start, start + page - 1)
+            if not ids:
+                break
+            for raw in self._hgetall_many([self._key("audit", i) for i in ids]):
+                record = _decode(AuditRecord, raw)
+                if record is not None and (subject is None or record.subject == subject):
+                    found.append(record)
+            start += page
+        return found[:limit]

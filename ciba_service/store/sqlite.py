@@ -18,6 +18,7 @@ from typing import Any
 
 from ciba_service.core.model import (
     ApprovalReceipt,
+    AuditRecord,
     BackchannelRequest,
     CallbackState,
     ChannelRefusal,
@@ -157,6 +158,19 @@ CREATE TABLE IF NOT EXISTS receipts (
 );
 """
 
+# Operators' actions on users and passkeys (the audit), kept for good.
+_AUDIT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    record_id TEXT PRIMARY KEY,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+"""
+
 
 @unavailable_when(_unavailable)
 class SQLiteStore(Store):
@@ -175,6 +189,7 @@ class SQLiteStore(Store):
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._db.executescript(_AUDIT_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -731,3 +746,54 @@ class SQLiteStore(Store):
                 (now,),
             ).fetchall()
         return [r for r in (self._request(row) for row in rows) if r is not None]
+
+    # operators' actions: enable/disable a user, revoke a passkey, the audit ------------------
+    def _insert_audit(self, record: AuditRecord) -> None:
+        self._db.execute(
+            "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?)",
+            (record.record_id, record.at, record.actor, record.action, record.subject, json.dumps(record.detail)),
+        )
+
+    def _audited(self, sql: str, params: tuple[Any, ...], audit: AuditRecord) -> bool:
+        """Run one change and, if it changed a row, record ``audit``: one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                changed = self._db.execute(sql, params).rowcount
+                if changed:
+                    self._insert_audit(audit)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return bool(changed)
+
+    def set_user_enabled(self, user_id: str, *, enabled: bool, audit: AuditRecord) -> bool:
+        return self._audited("UPDATE users SET enabled = ? WHERE user_id = ?", (int(enabled), user_id), audit)
+
+    def revoke_passkey(self, credential_id: bytes, *, user_id: str, audit: AuditRecord) -> bool:
+        return self._audited(
+            "DELETE FROM passkeys WHERE credential_id = ? AND user_id = ?", (credential_id, user_id), audit
+        )
+
+    def add_audit(self, record: AuditRecord) -> None:
+        with self._lock:
+            self._insert_audit(record)
+
+    def audit_records(self, *, limit: int, subject: str | None = None) -> list[AuditRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM audit WHERE ? IS NULL OR subject = ? ORDER BY at DESC, rowid DESC LIMIT ?",
+                (subject, subject, limit),
+            ).fetchall()
+        return [
+            AuditRecord(
+                record_id=r["record_id"],
+                at=r["at"],
+                actor=r["actor"],
+                action=r["action"],
+                subject=r["subject"],
+                detail=json.loads(r["detail"]),
+            )
+            for r in rows
+        ]

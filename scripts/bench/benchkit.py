@@ -26,14 +26,15 @@ import dataclasses
 import gc
 import json
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import tomllib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -333,11 +334,17 @@ def ciba_env() -> dict[str, str]:
 
 def generate_client_secret() -> tuple[str, str]:
     """``ciba-service clients hash-secret``: (client_secret, client_secret_hash)."""
-    out = subprocess.run(
-        [*ciba_cli(), "clients", "hash-secret"], check=True, capture_output=True, text=True, env=ciba_env()
-    )
-    values = dict(re.findall(r"^(client_secret(?:_hash)?) = (\S+)$", out.stdout, re.MULTILINE))
-    return values["client_secret"], values["client_secret_hash"]
+    # stdout is TOML to paste; the generated secret goes to a new 0600 file (never stdout).
+    with tempfile.TemporaryDirectory() as tmp:
+        secret_file = Path(tmp) / "client.secret"
+        out = subprocess.run(
+            [*ciba_cli(), "clients", "hash-secret", "--secret-file", str(secret_file)],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=ciba_env(),
+        )
+        return secret_file.read_text().strip(), tomllib.loads(out.stdout)["client_secret_hash"]
 
 
 @dataclass

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -44,13 +45,15 @@ def test_demo_json_ends_with_four_true_booleans() -> None:
 
 
 def test_hash_secret_round_trip() -> None:
-    result = run("clients", "hash-secret", "s3cret")
-    assert result.returncode == 0
-    line = result.stdout.strip()
-    assert line.startswith("client_secret_hash = scrypt$")
+    result = subprocess.run(
+        [*CLI, "clients", "hash-secret", "--stdin"], input="s3cret\n", capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    stored = tomllib.loads(result.stdout)["client_secret_hash"]  # valid TOML, pasted as is
+    assert stored.startswith("scrypt$")
     from ciba_service.core.security import verify_secret
 
-    assert verify_secret("s3cret", line.split(" = ", 1)[1])
+    assert verify_secret("s3cret", stored)
 
 
 def test_bad_config_is_reported(tmp_path: Path) -> None:

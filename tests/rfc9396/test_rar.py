@@ -674,9 +674,13 @@ def test_registry_defaults_when_nothing_configured() -> None:
 
 def test_a_client_naming_an_unknown_type_is_a_configuration_error(tmp_path: Path) -> None:
     from ciba_service.config import ClientConfig
+    from ciba_service.core.security import digest_secret
     from ciba_service.server.wiring import build_provider
     from tests.support.service import make_settings
 
-    settings = make_settings(tmp_path, clients=[ClientConfig(client_id="c", authorization_details_types=["iam_polcy"])])
+    client = ClientConfig(
+        client_id="c", client_secret_hash=digest_secret("s"), authorization_details_types=["iam_polcy"]
+    )
+    settings = make_settings(tmp_path, clients=[client])
     with pytest.raises(ValueError, match=r"client c lists unknown authorization_details types \['iam_polcy'\]"):
         build_provider(settings)

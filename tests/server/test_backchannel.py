@@ -306,7 +306,7 @@ def test_disabled_user(env: Env) -> None:
         env,
         env.bc_authorize(),
         error="unknown_user_id",
-        description="no enabled user matches the hint 'alice'",
+        description="user 'alice' is disabled and cannot be asked to approve",
     )
 
 

@@ -650,7 +650,7 @@ CASES: list[Case] = [
     bad(
         "login_hint-disabled-user",
         lambda w: w.bc(login_hint="carol"),
-        "no enabled user matches the hint 'carol'",
+        "user 'carol' is disabled and cannot be asked to approve",
         error="unknown_user_id",
     ),
     bad(

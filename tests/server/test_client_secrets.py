@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -123,7 +124,8 @@ def test_cli_generated_secret_is_a_digest() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "ciba_service", "clients", "hash-secret"], capture_output=True, text=True, check=True
     )
-    lines = dict(line.split(" = ", 1) for line in result.stdout.strip().splitlines())
-    assert lines["client_secret_hash"].startswith("sha256$")
-    assert len(lines["client_secret"]) >= 43  # 256 bits, base64url
-    assert verify_secret(lines["client_secret"], lines["client_secret_hash"])
+    stored = tomllib.loads(result.stdout)["client_secret_hash"]  # stdout is TOML to paste
+    secret = result.stderr.strip().rsplit(": ", 1)[1]  # the secret is shown once, on stderr
+    assert stored.startswith("sha256$")
+    assert len(secret) >= 43  # 256 bits, base64url
+    assert verify_secret(secret, stored)

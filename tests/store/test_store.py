@@ -23,6 +23,7 @@ from ciba_service.core.security import sha256_b64url
 from ciba_service.server.wiring import build_provider
 from ciba_service.store import (
     AttemptStore,
+    AuditStore,
     CallbackStore,
     EnrollmentStore,
     IntentStore,
@@ -444,6 +445,7 @@ CONCERNS = [
     SingleUseStore,
     AttemptStore,
     UserCodeStore,
+    AuditStore,
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ciba_service.core.model import CallbackState, ChannelRefusal, Enrollment, OutboxEntry, RequestStatus
+from ciba_service.core.model import AuditRecord, CallbackState, ChannelRefusal, Enrollment, OutboxEntry, RequestStatus
 from ciba_service.store import Store
 from tests.support.records import NOW, intent, passkey, ping, receipt, request, user
 
@@ -25,6 +25,10 @@ def seed(store: Store) -> None:
     store.decide("r2", status=RequestStatus.APPROVED, now=NOW)
     store.add_intent(intent())
     store.keep_refusal(ChannelRefusal(intent_id="i9", error="e", error_description="d", expires_at=NOW + 60), now=NOW)
+
+
+def audit(record_id: str) -> AuditRecord:
+    return AuditRecord(record_id=record_id, at=NOW, actor="ops", action="user.disabled", subject="u1")
 
 
 Call = Callable[[Store], object]
@@ -53,6 +57,8 @@ WRITES: dict[str, Call] = {
     "reserve_attempt": lambda s: s.reserve_attempt("k", attempt_id="a1", now=NOW, window=900, limit=3),
     "set_user_code": lambda s: s.set_user_code("u1", "scrypt$1"),
     "claim_outbox": lambda s: s.claim_outbox("r1", now=NOW, lease=60),
+    "set_user_enabled": lambda s: s.set_user_enabled("u1", enabled=False, audit=audit("a1")),
+    "add_audit": lambda s: s.add_audit(audit("a2")),
     "keep_refusal": lambda s: s.keep_refusal(
         ChannelRefusal(intent_id="i2", error="e", error_description="d", expires_at=NOW + 60), now=NOW
     ),
@@ -64,6 +70,7 @@ DELETES: dict[str, Call] = {
     "cancel_attempt": lambda s: s.cancel_attempt("k", attempt_id="a1"),
     "mark_outbox_delivered": lambda s: s.mark_outbox_delivered("r1"),
     "take_refusal": lambda s: s.take_refusal("i9", now=NOW),
+    "revoke_passkey": lambda s: s.revoke_passkey(b"\x00cred\xff", user_id="u1", audit=audit("a3")),
 }
 READS: dict[str, Call] = {
     "get_user": lambda s: s.get_user("u1"),
@@ -82,5 +89,6 @@ READS: dict[str, Call] = {
     "pending_notifications": lambda s: s.pending_notifications(now=NOW),
     "get_user_code": lambda s: s.get_user_code("u1"),
     "outbox_due": lambda s: s.outbox_due(now=NOW, limit=10),
+    "audit_records": lambda s: s.audit_records(limit=10),
 }
 CALLS = {**WRITES, **DELETES, **READS}

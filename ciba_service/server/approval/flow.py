@@ -99,7 +99,8 @@ class Approvals:
         self._require_pending(request)
         user = store.get_user(request.user_id)
         if user is None or not user.enabled:
-            raise AssertionRejected("the user is not enabled")
+            # Disabled after the request was made (`users disable`): nothing of theirs approves.
+            raise AssertionRejected("this user is disabled: the request cannot be approved")
         verified = verify_approval(
             request=request,
             user=user,

@@ -81,8 +81,11 @@ class EmbeddedIssuer:
         else:
             user = store.find_user(hint.value)
             shown = hint.value
-        if user is None or not user.enabled:
+        if user is None:
             raise UnknownUserId(f"no enabled user matches the hint '{shown}'")
+        if not user.enabled:
+            # The client is authenticated; an operator disabled this user (`users disable`).
+            raise UnknownUserId(f"user '{shown}' is disabled and cannot be asked to approve")
         if not store.passkeys_for(user.user_id):
             raise UnknownUserId(f"user '{shown}' has no passkey enrolled and cannot approve")
         return user

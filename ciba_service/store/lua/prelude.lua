@@ -3,7 +3,8 @@
 -- scope in all of them. Guards nothing by itself.
 -- ARGV[1] of every script is the key prefix (``prefix`` below); KEYS[1] is the record the script
 -- is about. Defines: prefix, request_key(id), text(json), index_keys(id), reindex(id),
--- conflict(what) (an error reply ``CONFLICT <what>``, raised as StoreConflict by the store).
+-- conflict(what) (an error reply ``CONFLICT <what>``, raised as StoreConflict by the store),
+-- add_audit(key, id, first) (an operator's audit record, from ARGV[first..]).
 
 local prefix = ARGV[1]
 local function request_key(id) return prefix .. 'request:' .. id end
@@ -52,3 +53,11 @@ local function reindex(id)
 end
 
 local function conflict(what) return redis.error_reply('CONFLICT ' .. what) end
+
+-- Store the audit record ``id`` (hash ``key``, field/value pairs ARGV[first..]) and append it to the
+-- audit index, scored by a counter: the index keeps the order the records were written in, also
+-- within one second and across instances.
+local function add_audit(key, id, first)
+  redis.call('HSET', key, unpack(ARGV, first))
+  redis.call('ZADD', prefix .. 'audit', redis.call('INCR', prefix .. 'audit_seq'), id)
+end
