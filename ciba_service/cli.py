@@ -691,7 +691,13 @@ def hook_claude_code(
     raise typer.Exit(run(sys.stdin.buffer, sys.stdout, sys.stderr, policy_path=policy))
 
 
-@hook_app.command("copilot")
+@hook_app.command(
+    "copilot",
+    epilog=_examples(
+        "ciba-service hook copilot < event.json",
+        "ciba-service hook copilot --policy .github/hooks/ciba-policy.toml < event.json",
+    ),
+)
 def hook_copilot(
     policy: Annotated[
         Path | None,
