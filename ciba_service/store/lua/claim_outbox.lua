@@ -14,8 +14,9 @@ if not claimed then
   redis.call('ZREM', index, id)
   return false
 end
-local r = redis.call('HMGET', request_key(id), 'status', 'expires_at')
-if r[1] ~= '"pending"' or not r[2] or tonumber(r[2]) <= tonumber(ARGV[3]) then
+local r = load_request(request_key(id))
+if not r or field(r, 'status') ~= '"pending"' or not field(r, 'expires_at')
+    or tonumber(field(r, 'expires_at')) <= tonumber(ARGV[3]) then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', index, id)
   return false
