@@ -167,7 +167,10 @@ def redis_breakdown(redis: bk.RedisServer, request: BackchannelRequest, prefix: 
     record = keys["request record"]
     kind = client.type(record).decode()
     # a string since the compact record format; a hash (one field per dataclass field) before
-    shape = f"a string of {client.strlen(record)} bytes" if kind == "string" else f"a {kind} of {client.hlen(record)} fields"
+    if kind == "string":
+        shape = f"a string of {client.strlen(record)} bytes"
+    else:
+        shape = f"a {kind} of {client.hlen(record)} fields"
     return f"one request (MEMORY USAGE, without the keyspace's own per-key and TTL overhead): {', '.join(parts)}; " + (
         f"its record is {shape}"
     )
