@@ -40,13 +40,14 @@ Records: a request is stored as one string, ``name=<JSON>`` per line (JSON text 
 raw newline), leaving out the fields that hold their default (``status`` pending, no decision
 yet, ``upstream`` empty, ...). A hash with a field longer than 64 bytes (``authorization_details``
 always is) leaves Redis's compact listpack encoding for a hash table of one allocation per field;
-one string is the smallest form (Redis ``used_memory`` per pending request, all keys counted:
-about 2.5 KB as a hash, about 1.2 KB as a string; ``scripts/bench_pending.py``). Scripts read a request with ``load_request`` and change it by
-replacing whole lines (``lua/prelude.lua``), so no JSON the service wrote is decoded and encoded
-again in Lua. A request written by the previous format (a hash of the same fields) is still read,
-by the store and by every script, and is rewritten as a string, TTL kept, by the first script
-that changes it; nothing needs migrating beforehand. Instances of the previous version cannot
-read the new records: stop them before starting this one.
+one string is the smallest form (Redis ``used_memory`` per pending request, all its keys
+counted: about 2.5 KB as a hash, about 1.2 KB as a string; ``scripts/bench_pending.py``).
+Scripts read a request with ``load_request`` and change it by replacing whole lines
+(``lua/prelude.lua``), so no JSON the service wrote is decoded and encoded again in Lua. A
+request written by the previous format (a hash of the same fields) is still read, by the store
+and by every script, and is rewritten as a string, TTL kept, by the first script that changes
+it; nothing needs migrating beforehand. Instances of the previous version cannot read the new
+records: stop them before starting this one.
 
 A pending request (with its two index keys) expires ``retain_after_expiry`` seconds after its
 own ``expires_at``; deciding it makes it durable, like its receipt. Redis TTLs only collect
