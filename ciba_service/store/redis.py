@@ -4,8 +4,8 @@ prefix) sees the same users, passkeys, requests and receipts.
 Layout (``p`` is the prefix, ``ciba:`` by default). Records are hashes whose fields hold the
 JSON text of the dataclass field of the same name (bytes as base64url strings), so a script can
 compare a field with a constant without re-encoding anything. Requests, the records there are
-most of, are instead one string of the same ``name=JSON`` pairs, one per line (see "Records"
-below):
+most of, and their outbox entries are instead one string of the same ``name=JSON`` pairs, one
+per line (see "Records" below):
 
 ==============================  ===========================================  =================
 key                             value                                        lifetime
@@ -29,25 +29,26 @@ key                             value                                        lif
 ``p attempts:<key>``            zset: attempt ids by time                    window + 300 s
 ``p user_code:<user_id>``       code hash                                    durable
 ``p intent:<intent_id>``        hash: :class:`Intent`                        expiry + retention
-``p outbox:<request_id>``       hash: :class:`OutboxEntry`, the request's    as its pending
+``p outbox:<request_id>``       string: :class:`OutboxEntry`, the request's  as its pending
                                 undelivered notice                           request
 ``p outbox``                    zset: outbox entries by ``claimed_until``    (entries pruned
                                 (their lease's end; due once it has passed)  with the record)
 ``p refusal:<intent_id>``       JSON: :class:`ChannelRefusal`                expiry + 300 s
 ==============================  ===========================================  =================
 
-Records: a request is stored as one string, ``name=<JSON>`` per line (JSON text never holds a
-raw newline), leaving out the fields that hold their default (``status`` pending, no decision
-yet, ``upstream`` empty, ...). A hash with a field longer than 64 bytes (``authorization_details``
-always is) leaves Redis's compact listpack encoding for a hash table of one allocation per field;
-one string is the smallest form (Redis ``used_memory`` per pending request, all its keys
-counted: about 2.5 KB as a hash, about 1.2 KB as a string; ``scripts/bench_pending.py``).
-Scripts read a request with ``load_request`` and change it by replacing whole lines
-(``lua/prelude.lua``), so no JSON the service wrote is decoded and encoded again in Lua. A
-request written by the previous format (a hash of the same fields) is still read, by the store
-and by every script, and is rewritten as a string, TTL kept, by the first script that changes
-it; nothing needs migrating beforehand. Instances of the previous version cannot read the new
-records: stop them before starting this one.
+Records: a request, and its outbox entry (the notice's JSON is over 64 bytes too), is stored as
+one string, ``name=<JSON>`` per line (JSON text never holds a raw newline); a request leaves out
+the fields that hold their default (``status`` pending, no decision yet, ``upstream`` empty,
+...). A hash with a field longer than 64 bytes (``authorization_details`` always is) leaves
+Redis's compact listpack encoding for a hash table of one allocation per field; one string is
+the smallest form (Redis ``used_memory`` per pending request, all its keys counted: about
+2.5 KB as a hash, about 1.2 KB as a string; ``scripts/bench_pending.py``). Scripts read a
+record with ``load_record`` and change it by replacing whole lines (``lua/prelude.lua``), so no
+JSON the service wrote is decoded and encoded again in Lua. A request or outbox entry written
+by the previous format (a hash of the same fields) is still read, by the store and by every
+script, and is rewritten as a string, TTL kept, by the first script that changes it; nothing
+needs migrating beforehand. Instances of the previous version cannot read the new records:
+stop them before starting this one.
 
 A pending request (with its two index keys) expires ``retain_after_expiry`` seconds after its
 own ``expires_at``; deciding it makes it durable, like its receipt. Redis TTLs only collect
@@ -197,8 +198,13 @@ def _request_record(request: BackchannelRequest) -> str:
     return "\n".join(lines)
 
 
-def _request_fields(record: str) -> dict[str, str]:
-    """The ``name -> JSON`` pairs of a stored request (:func:`_request_record`)."""
+def _record(fields: Mapping[str, str]) -> str:
+    """The stored form of a record given its ``name -> JSON`` pairs (every field written)."""
+    return "\n".join(f"{name}={value}" for name, value in fields.items())
+
+
+def _record_fields(record: str) -> dict[str, str]:
+    """The ``name -> JSON`` pairs of a stored record (:func:`_record`, :func:`_request_record`)."""
     fields: dict[str, str] = {}
     for line in record.split("\n"):
         name, _, value = line.partition("=")
@@ -447,14 +453,14 @@ class RedisStore(Store):
             ttl,
             # The notice lives as long as a pending request does: useless after its expiry.
             self._ttl_ms(outbox.expires_at, extra=self._retain) if outbox is not None else 0,
-            _json(_fields(outbox)) if outbox is not None else "",
+            _record(_fields(outbox)) if outbox is not None else "",
             _request_record(request),
         )
 
-    def _get_requests(self, request_ids: list[str]) -> list[BackchannelRequest | None]:
-        """The requests of ``request_ids`` (None where gone), in one round trip, plus one for
-        those still stored in the previous format (a hash)."""
-        keys = [self._key("request", i) for i in request_ids]
+    def _get_records(self, keys: list[str]) -> list[Mapping[str, str] | None]:
+        """The ``name -> JSON`` pairs of the records (requests, outbox entries) at ``keys`` (None
+        where gone), in one round trip, plus one for those still stored in the previous format
+        (a hash)."""
         pipe = self._redis.pipeline(transaction=False)
         for key in keys:
             pipe.get(key)
@@ -466,10 +472,11 @@ class RedisStore(Store):
         if old:
             for i, raw in zip(old, self._hgetall_many([keys[i] for i in old]), strict=True):
                 replies[i] = raw
-        return [
-            _decode(BackchannelRequest, _request_fields(reply) if isinstance(reply, str) else reply)
-            for reply in replies
-        ]
+        return [_record_fields(reply) if isinstance(reply, str) else reply for reply in replies]
+
+    def _get_requests(self, request_ids: list[str]) -> list[BackchannelRequest | None]:
+        records = self._get_records([self._key("request", i) for i in request_ids])
+        return [_decode(BackchannelRequest, record) for record in records]
 
     def get_request(self, request_id: str) -> BackchannelRequest | None:
         key = self._key("request", request_id)
@@ -479,7 +486,7 @@ class RedisStore(Store):
             if not _wrong_type(exc):
                 raise
             return _decode(BackchannelRequest, self._redis.hgetall(key))  # the previous format
-        return None if record is None else _decode(BackchannelRequest, _request_fields(record))
+        return None if record is None else _decode(BackchannelRequest, _record_fields(record))
 
     def _find_request(self, kind: str, name: str) -> BackchannelRequest | None:
         request_id = self._redis.get(self._key(kind, name))
@@ -558,7 +565,7 @@ class RedisStore(Store):
         ids: list[str] = self._redis.zrangebyscore(key, "-inf", now, start=0, num=limit)
         found: list[OutboxEntry] = []
         gone: list[str] = []
-        for request_id, raw in zip(ids, self._hgetall_many([self._key("outbox", i) for i in ids]), strict=True):
+        for request_id, raw in zip(ids, self._get_records([self._key("outbox", i) for i in ids]), strict=True):
             entry = _decode(OutboxEntry, raw)
             if entry is None:
                 gone.append(request_id)  # Redis expired it (TTL): only the index was left

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ciba_service.config import Settings
-from ciba_service.core.model import BackchannelRequest, CallbackState, Enrollment, RequestStatus
+from ciba_service.core.model import BackchannelRequest, CallbackState, Enrollment, OutboxEntry, RequestStatus
 from ciba_service.server.wiring import build_store
 from ciba_service.store import RedisStore, Store, StoreConflict, StoreMisconfigured, StoreUnavailable
 from ciba_service.store import redis as redis_store
@@ -245,6 +246,33 @@ def test_a_request_of_the_previous_format_is_read_and_rewritten(
     assert client.type(prefix + "request:old2") == "string" and client.ttl(prefix + "request:old2") == -1
     store.delete_request("old1")
     assert client.exists(key, prefix + "auth_req_id:hash-old1", prefix + "approval:approval-old1") == 0
+
+
+def _notice(request_id: str) -> OutboxEntry:
+    notice = {"username": "alice", "approval_url": f"https://ciba.example.test/approve/{request_id}", "actions": []}
+    return OutboxEntry(request_id=request_id, notice=notice, created_at=NOW, expires_at=NOW + 300, claimed_until=NOW)
+
+
+def test_an_outbox_entry_of_either_format_is_claimed_once(store: RedisStore, client: redis.Redis, prefix: str) -> None:
+    """A notice is stored as a string beside its request; one stored as a hash before the
+    upgrade is listed and claimed the same way, and rewritten as a string with its TTL."""
+    store.add_request(request("new1"), outbox=_notice("new1"))
+    assert client.type(prefix + "outbox:new1") == "string"
+    ttl_ms = (300 + RETAIN) * 1000
+    _store_in_previous_format(client, prefix, request("old1"), ttl_ms)
+    old_key = prefix + "outbox:old1"
+    client.hset(old_key, mapping=redis_store._fields(_notice("old1")))
+    client.pexpire(old_key, ttl_ms)
+    client.zadd(prefix + "outbox", {"old1": NOW})
+    assert {e.request_id for e in store.outbox_due(now=NOW, limit=10)} == {"new1", "old1"}
+    for request_id in ("new1", "old1"):
+        claimed = store.claim_outbox(request_id, now=NOW, lease=30)
+        assert claimed == replace(_notice(request_id), claimed_until=NOW + 30, attempts=1)
+        assert store.claim_outbox(request_id, now=NOW + 1, lease=30) is None  # leased to the first
+    assert client.type(old_key) == "string" and ttl_ms - 5000 < client.pttl(old_key) <= ttl_ms
+    assert store.outbox_due(now=NOW + 29, limit=10) == []
+    store.mark_outbox_delivered("old1")
+    assert [e.request_id for e in store.outbox_due(now=NOW + 30, limit=10)] == ["new1"]
 
 
 # races --------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@
 -- Returns 1 when decided, 0 when the request was not pending, unexpired and unclaimed; CONFLICT
 -- when the receipt id is taken.
 
-local record = load_request(KEYS[1])
+local record = load_record(KEYS[1])
 -- callback_state: a sweep that closed the request (an instance whose clock runs ahead) and a
 -- late decision exclude each other.
 if not record or field(record, 'status') ~= '"pending"'
@@ -23,7 +23,7 @@ end
 set_field(record, 'status', ARGV[4])
 set_field(record, 'decided_at', ARGV[5])
 set_field(record, 'receipt_id', ARGV[6])
-save_request(record)
+save_record(record)
 -- decided is durable: the record and its indexes outlive any TTL they had while pending.
 redis.call('PERSIST', KEYS[1])
 for _, key in ipairs(index_keys(record)) do redis.call('PERSIST', key) end

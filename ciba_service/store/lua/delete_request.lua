@@ -5,7 +5,7 @@
 -- ARGV[1] prefix, ARGV[2] request_id.
 -- Returns 1.
 
-local record = load_request(KEYS[1])
+local record = load_record(KEYS[1])
 if record then
   for _, key in ipairs(index_keys(record)) do
     if redis.call('GET', key) == ARGV[2] then redis.call('DEL', key) end

@@ -2,10 +2,10 @@
 -- store puts it in front of each script's own text before registering it, so these locals are in
 -- scope in all of them. Guards nothing by itself.
 -- ARGV[1] of every script is the key prefix (``prefix`` below); KEYS[1] is the record the script
--- is about. Defines: prefix, request_key(id), text(json), parse_request(key, raw),
--- load_request(key), field(record, name), set_field(record, name, json), save_request(record),
--- index_keys(record), reindex(id, record), conflict(what) (an error reply ``CONFLICT <what>``,
--- raised as StoreConflict by the store).
+-- is about. Defines: prefix, request_key(id), text(json), parse_record(key, raw),
+-- load_record(key), field(record, name), set_field(record, name, json), save_record(record),
+-- flat(record), index_keys(record), reindex(id, record), conflict(what) (an error reply
+-- ``CONFLICT <what>``, raised as StoreConflict by the store).
 
 local prefix = ARGV[1]
 local function request_key(id) return prefix .. 'request:' .. id end
@@ -19,14 +19,15 @@ local function text(json)
   return nil
 end
 
--- A request record is a string: one line per field, ``name=<JSON value>`` (JSON never holds a
--- raw newline), fields at their default left out (see redis.py, "Records"). Scripts change a
--- field by replacing its line's JSON text as a whole: no JSON written by the service is ever
--- decoded and encoded again here (cjson would round numbers and turn [] into {}).
--- The defaults of the fields the scripts compare (the dataclass's, BackchannelRequest):
+-- A request or outbox record is a string: one line per field, ``name=<JSON value>`` (JSON never
+-- holds a raw newline); a request leaves out its fields at their default (see redis.py,
+-- "Records"). Scripts change a field by replacing its line's JSON text as a whole: no JSON
+-- written by the service is ever decoded and encoded again here (cjson would round numbers and
+-- turn [] into {}).
+-- The defaults of the request fields the scripts compare (BackchannelRequest's):
 local REQUEST_DEFAULTS = {status = '"pending"', callback_state = '"none"'}
 
-local function parse_request(key, raw)
+local function parse_record(key, raw)
   local names, fields = {}, {}
   for line in string.gmatch(raw, '[^\n]+') do
     local at = string.find(line, '=', 1, true)
@@ -37,11 +38,11 @@ local function parse_request(key, raw)
   return {key = key, names = names, fields = fields}
 end
 
--- The request stored at ``key``, or nil. A record of the previous format (a hash of the same
--- fields, each holding its JSON text) is read alike; save_request rewrites it as a string.
-local function load_request(key)
+-- The record stored at ``key``, or nil. A record of the previous format (a hash of the same
+-- fields, each holding its JSON text) is read alike; save_record rewrites it as a string.
+local function load_record(key)
   local kind = redis.call('TYPE', key)['ok']
-  if kind == 'string' then return parse_request(key, redis.call('GET', key)) end
+  if kind == 'string' then return parse_record(key, redis.call('GET', key)) end
   if kind ~= 'hash' then return nil end
   local flat = redis.call('HGETALL', key)
   local names, fields = {}, {}
@@ -60,10 +61,20 @@ local function set_field(record, name, json)
 end
 
 -- Written back in place, its TTL (if any) kept.
-local function save_request(record)
+local function save_record(record)
   local lines = {}
   for i, name in ipairs(record.names) do lines[i] = name .. '=' .. record.fields[name] end
   redis.call('SET', record.key, table.concat(lines, '\n'), 'KEEPTTL')
+end
+
+-- Its field/value pairs, as HGETALL answers them.
+local function flat(record)
+  local pairs_ = {}
+  for _, name in ipairs(record.names) do
+    pairs_[#pairs_ + 1] = name
+    pairs_[#pairs_ + 1] = record.fields[name]
+  end
+  return pairs_
 end
 
 -- The index keys pointing at ``record`` (a loaded request).

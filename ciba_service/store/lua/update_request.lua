@@ -4,9 +4,9 @@
 -- ARGV[1] prefix, ARGV[2] request_id, ARGV[3..] field/value pairs (JSON values).
 -- Returns 1, or 0 when the request is gone.
 
-local record = load_request(KEYS[1])
+local record = load_record(KEYS[1])
 if not record then return 0 end
 for i = 3, #ARGV, 2 do set_field(record, ARGV[i], ARGV[i + 1]) end
-save_request(record)
+save_record(record)
 reindex(ARGV[2], record)
 return 1
