@@ -425,6 +425,8 @@ def test_records_are_returned_equal(store: Store) -> None:
     assert store.get_request("r1") == replace(request(), binding_message=None, last_poll_at=3)
 
 
+
+
 def test_the_failure_tests_call_every_method() -> None:
     assert set(CALLS) == Store.__abstractmethods__
 
