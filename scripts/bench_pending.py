@@ -154,7 +154,7 @@ def redis_breakdown(redis: bk.RedisServer, request: BackchannelRequest, prefix: 
 
     client = redis_py.Redis.from_url(redis.url)
     keys = {
-        "request hash": f"{prefix}request:{request.request_id}",
+        "request record": f"{prefix}request:{request.request_id}",
         "auth_req_id index": f"{prefix}auth_req_id:{request.auth_req_id_hash}",
         "approval index": f"{prefix}approval:{request.approval_id}",
     }
@@ -164,9 +164,15 @@ def redis_breakdown(redis: bk.RedisServer, request: BackchannelRequest, prefix: 
     if entries:
         usage = client.memory_usage(pending) or 0
         parts.append(f"pending zset {usage / entries:.0f} B/entry")
-    fields = client.hlen(keys["request hash"])
+    record = keys["request record"]
+    kind = client.type(record).decode()
+    # a string since the compact record format; a hash (one field per dataclass field) before
+    if kind == "string":
+        shape = f"a string of {client.strlen(record)} bytes"
+    else:
+        shape = f"a {kind} of {client.hlen(record)} fields"
     return f"one request (MEMORY USAGE, without the keyspace's own per-key and TTL overhead): {', '.join(parts)}; " + (
-        f"its hash has {fields} fields"
+        f"its record is {shape}"
     )
 
 

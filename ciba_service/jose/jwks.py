@@ -16,7 +16,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import httpx
@@ -54,17 +54,29 @@ class VerificationKey:
     kid: str
     alg: str
     key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+    # The key by its type, checked once here rather than per token (an ABC isinstance check
+    # costs more than the rest of ``verify``'s Python): exactly one is set, the one ``alg`` names.
+    _ecdsa: ec.EllipticCurvePublicKey | None = field(init=False, repr=False, compare=False, default=None)
+    _rsa: rsa.RSAPublicKey | None = field(init=False, repr=False, compare=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.alg == "ES256" and isinstance(self.key, ec.EllipticCurvePublicKey):
+            object.__setattr__(self, "_ecdsa", self.key)
+        elif self.alg == "RS256" and isinstance(self.key, rsa.RSAPublicKey):
+            object.__setattr__(self, "_rsa", self.key)
+        else:
+            raise ValueError(f"a {type(self.key).__name__} cannot verify {self.alg}")
 
     def verify(self, signing_input: bytes, signature: bytes) -> bool:
+        ecdsa = self._ecdsa
         try:
-            # alg, not isinstance (an ABC check costs more than the rest of this method's Python):
-            # the key type goes with alg, as parsed from the JWKS.
-            if self.alg == "ES256":
+            if ecdsa is not None:
+                # RFC 7518 3.4: R||S, 32 bytes each; any other length is no ES256 signature.
                 if len(signature) != 64:
                     return False
-                cast(ec.EllipticCurvePublicKey, self.key).verify(raw_to_der(signature), signing_input, _ECDSA_SHA256)
+                ecdsa.verify(raw_to_der(signature), signing_input, _ECDSA_SHA256)
             else:
-                cast(rsa.RSAPublicKey, self.key).verify(signature, signing_input, _PKCS1V15, _SHA256)
+                cast(rsa.RSAPublicKey, self._rsa).verify(signature, signing_input, _PKCS1V15, _SHA256)
         except InvalidSignature:
             return False
         return True

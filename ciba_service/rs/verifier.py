@@ -254,7 +254,10 @@ class TokenVerifier:
             raise self._invalid(f"key {_shown(kid)} does not sign with {alg}")
         # Decoded (so checked to be base64url, hence ASCII) before the signature, parsed after.
         claims_json = self._decode_part(payload, "payload")
-        if not key.verify(f"{header}.{payload}".encode("ascii"), self._decode_part(signature, "signature")):
+        # The signing input is the token up to its last dot (RFC 7515 5.2), sliced rather
+        # than joined again.
+        signing_input = token[: len(token) - len(signature) - 1].encode("ascii")
+        if not key.verify(signing_input, self._decode_part(signature, "signature")):
             raise self._invalid("signature verification failed")
         # Only headers that signed a valid token are remembered, so forged tokens cannot
         # crowd the issuer's header out of the cache.

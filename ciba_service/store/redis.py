@@ -3,7 +3,9 @@ prefix) sees the same users, passkeys, requests and receipts.
 
 Layout (``p`` is the prefix, ``ciba:`` by default). Records are hashes whose fields hold the
 JSON text of the dataclass field of the same name (bytes as base64url strings), so a script can
-compare a field with a constant without re-encoding anything:
+compare a field with a constant without re-encoding anything. Requests, the records there are
+most of, and their outbox entries are instead one string of the same ``name=JSON`` pairs, one
+per line (see "Records" below):
 
 ==============================  ===========================================  =================
 key                             value                                        lifetime
@@ -14,7 +16,7 @@ key                             value                                        lif
 ``p passkey:<b64 cred id>``     hash: :class:`Passkey`                       durable
 ``p passkeys:<user_id>``        zset of b64 credential ids by ``created_at`` durable
 ``p enrollment:<token_hash>``   hash: :class:`Enrollment`                    expiry + retention
-``p request:<request_id>``      hash: :class:`BackchannelRequest`            see below
+``p request:<request_id>``      string: :class:`BackchannelRequest`          see below
 ``p auth_req_id:<hash>``        ``request_id``                               as its request
 ``p approval:<approval_id>``    ``request_id``                               as its request
 ``p jti:<jti>``                 ``request_id``                               durable
@@ -27,7 +29,7 @@ key                             value                                        lif
 ``p attempts:<key>``            zset: attempt ids by time                    window + 300 s
 ``p user_code:<user_id>``       code hash                                    durable
 ``p intent:<intent_id>``        hash: :class:`Intent`                        expiry + retention
-``p outbox:<request_id>``       hash: :class:`OutboxEntry`, the request's    as its pending
+``p outbox:<request_id>``       string: :class:`OutboxEntry`, the request's  as its pending
                                 undelivered notice                           request
 ``p outbox``                    zset: outbox entries by ``claimed_until``    (entries pruned
                                 (their lease's end; due once it has passed)  with the record)
@@ -37,6 +39,20 @@ key                             value                                        lif
 ``p audit``                     zset: audit record ids in the order written  durable
                                 (scored by the counter ``p audit_seq``)
 ==============================  ===========================================  =================
+
+Records: a request, and its outbox entry (the notice's JSON is over 64 bytes too), is stored as
+one string, ``name=<JSON>`` per line (JSON text never holds a raw newline); a request leaves out
+the fields that hold their default (``status`` pending, no decision yet, ``upstream`` empty,
+...). A hash with a field longer than 64 bytes (``authorization_details`` always is) leaves
+Redis's compact listpack encoding for a hash table of one allocation per field; one string is
+the smallest form (Redis ``used_memory`` per pending request, all its keys counted: about
+2.5 KB as a hash, about 1.2 KB as a string; ``scripts/bench_pending.py``). Scripts read a
+record with ``load_record`` and change it by replacing whole lines (``lua/prelude.lua``), so no
+JSON the service wrote is decoded and encoded again in Lua. A request or outbox entry written
+by the previous format (a hash of the same fields) is still read, by the store and by every
+script, and is rewritten as a string, TTL kept, by the first script that changes it; nothing
+needs migrating beforehand. Instances of the previous version cannot read the new records:
+stop them before starting this one.
 
 A pending request (with its two index keys) expires ``retain_after_expiry`` seconds after its
 own ``expires_at``; deciding it makes it durable, like its receipt. Redis TTLs only collect
@@ -60,7 +76,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from dataclasses import MISSING, Field, asdict
+from dataclasses import fields as dataclass_fields
 from importlib.resources import files
 from typing import Any, TypeVar
 
@@ -171,6 +188,51 @@ def _fields(record: _Record) -> dict[str, str]:
 
 def _pairs(fields: Mapping[str, str]) -> list[str]:
     return [item for pair in fields.items() for item in pair]
+
+
+def _field_default(f: Field[Any]) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+# The fields of a request record, and the defaults left out of it. The Lua scripts compare two of
+# these defaults (``REQUEST_DEFAULTS`` in ``lua/prelude.lua``: status and callback_state).
+_REQUEST_FIELDS = tuple(f.name for f in dataclass_fields(BackchannelRequest))
+_REQUEST_DEFAULTS = {
+    f.name: _field_default(f)
+    for f in dataclass_fields(BackchannelRequest)
+    if f.default is not MISSING or f.default_factory is not MISSING
+}
+_NO_DEFAULT = object()
+
+
+def _request_record(request: BackchannelRequest) -> str:
+    """The stored form of a request: ``name=<JSON>`` per line, fields at their default left out."""
+    lines = []
+    for name in _REQUEST_FIELDS:
+        value = getattr(request, name)
+        default = _REQUEST_DEFAULTS.get(name, _NO_DEFAULT)
+        if default is _NO_DEFAULT or type(value) is not type(default) or value != default:
+            lines.append(f"{name}={_json(value)}")
+    return "\n".join(lines)
+
+
+def _record(fields: Mapping[str, str]) -> str:
+    """The stored form of a record given its ``name -> JSON`` pairs (every field written)."""
+    return "\n".join(f"{name}={value}" for name, value in fields.items())
+
+
+def _record_fields(record: str) -> dict[str, str]:
+    """The ``name -> JSON`` pairs of a stored record (:func:`_record`, :func:`_request_record`)."""
+    fields: dict[str, str] = {}
+    for line in record.split("\n"):
+        name, _, value = line.partition("=")
+        fields[name] = value
+    return fields
+
+
+def _wrong_type(reply: object) -> bool:
+    """A GET that met a hash: a request stored by the previous format."""
+    return isinstance(reply, redis.ResponseError) and str(reply).startswith("WRONGTYPE")
 
 
 # How each record's fields come back: bytes from base64url, enums from their values.
@@ -413,12 +475,40 @@ class RedisStore(Store):
             ttl,
             # The notice lives as long as a pending request does: useless after its expiry.
             self._ttl_ms(outbox.expires_at, extra=self._retain) if outbox is not None else 0,
-            _json(_fields(outbox)) if outbox is not None else "",
-            *_pairs(_fields(request)),
+            _record(_fields(outbox)) if outbox is not None else "",
+            _request_record(request),
         )
 
+    def _get_records(self, keys: list[str]) -> list[Mapping[str, str] | None]:
+        """The ``name -> JSON`` pairs of the records (requests, outbox entries) at ``keys`` (None
+        where gone), in one round trip, plus one for those still stored in the previous format
+        (a hash)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception) and not _wrong_type(reply):
+                raise reply
+        old = [i for i, reply in enumerate(replies) if _wrong_type(reply)]
+        if old:
+            for i, raw in zip(old, self._hgetall_many([keys[i] for i in old]), strict=True):
+                replies[i] = raw
+        return [_record_fields(reply) if isinstance(reply, str) else reply for reply in replies]
+
+    def _get_requests(self, request_ids: list[str]) -> list[BackchannelRequest | None]:
+        records = self._get_records([self._key("request", i) for i in request_ids])
+        return [_decode(BackchannelRequest, record) for record in records]
+
     def get_request(self, request_id: str) -> BackchannelRequest | None:
-        return _decode(BackchannelRequest, self._redis.hgetall(self._key("request", request_id)))
+        key = self._key("request", request_id)
+        try:
+            record: str | None = self._redis.get(key)
+        except redis.ResponseError as exc:
+            if not _wrong_type(exc):
+                raise
+            return _decode(BackchannelRequest, self._redis.hgetall(key))  # the previous format
+        return None if record is None else _decode(BackchannelRequest, _record_fields(record))
 
     def _find_request(self, kind: str, name: str) -> BackchannelRequest | None:
         request_id = self._redis.get(self._key(kind, name))
@@ -497,7 +587,7 @@ class RedisStore(Store):
         ids: list[str] = self._redis.zrangebyscore(key, "-inf", now, start=0, num=limit)
         found: list[OutboxEntry] = []
         gone: list[str] = []
-        for request_id, raw in zip(ids, self._hgetall_many([self._key("outbox", i) for i in ids]), strict=True):
+        for request_id, raw in zip(ids, self._get_records([self._key("outbox", i) for i in ids]), strict=True):
             entry = _decode(OutboxEntry, raw)
             if entry is None:
                 gone.append(request_id)  # Redis expired it (TTL): only the index was left
@@ -520,8 +610,7 @@ class RedisStore(Store):
         ids: list[str] = self._redis.zrangebyscore(key, "-inf", now)
         found: list[BackchannelRequest] = []
         gone: list[str] = []
-        for request_id, raw in zip(ids, self._hgetall_many([self._key("request", i) for i in ids]), strict=True):
-            request = _decode(BackchannelRequest, raw)
+        for request_id, request in zip(ids, self._get_requests(ids), strict=True):
             if request is None:
                 gone.append(request_id)
             else:

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ciba_service.config import Settings
-from ciba_service.core.model import CallbackState, Enrollment, RequestStatus
+from ciba_service.core.model import BackchannelRequest, CallbackState, Enrollment, OutboxEntry, RequestStatus
 from ciba_service.server.wiring import build_store
 from ciba_service.store import RedisStore, Store, StoreConflict, StoreMisconfigured, StoreUnavailable
 from ciba_service.store import redis as redis_store
@@ -169,6 +170,109 @@ def test_a_failed_write_leaves_nothing(store: RedisStore, client: redis.Redis, p
     with pytest.raises(StoreConflict, match=r"^unknown user$"):
         store.replace_passkeys("nobody", [passkey(b"x", user_id="nobody")])
     assert sorted(client.keys(prefix + "*")) == before
+
+
+# the stored form of a request ---------------------------------------------------------------------
+def test_a_request_is_one_string_without_its_defaults(store: RedisStore, client: redis.Redis, prefix: str) -> None:
+    """One string, not a hash: a hash holding authorization_details (over 64 bytes) leaves
+    Redis's compact encoding. Fields at their default are not written."""
+    store.add_request(request())
+    key = prefix + "request:r1"
+    assert client.type(key) == "string"
+    names = [line.partition("=")[0] for line in client.get(key).split("\n")]
+    assert "status" not in names and "decided_at" not in names and "upstream" not in names
+    assert "authorization_details" in names and "expires_at" in names
+    assert store.get_request("r1") == request()
+
+
+def test_scripts_change_a_request_without_re_encoding_it(store: RedisStore) -> None:
+    """Every field a script changes is replaced whole; the JSON the service wrote (a float, an
+    empty list, an empty object) comes back as it was, after every transition."""
+    store.add_request(ping("r1"))
+    store.record_poll("r1", now=NOW + 1, interval=7)
+    store.set_upstream("r1", {"delivery": "ping", "list": [], "object": {}, "big": 12345678901234567})
+    assert store.decide("r1", status=RequestStatus.APPROVED, now=NOW + 2, receipt=receipt())
+    assert store.mark_issued("r1", jti="j1")
+    assert store.claim_callback("r1")
+    got = store.get_request("r1")
+    assert got is not None
+    assert got.authorization_details == request().authorization_details
+    assert got.upstream == {"delivery": "ping", "list": [], "object": {}, "big": 12345678901234567}
+    assert (got.status, got.last_poll_at, got.interval, got.decided_at, got.receipt_id, got.token_jti) == (
+        RequestStatus.ISSUED,
+        NOW + 1,
+        7,
+        NOW + 2,
+        "rc1",
+        "j1",
+    )
+    assert got.callback_state is CallbackState.SENDING
+    assert store.find_request_by_jti("j1") == got
+
+
+def _store_in_previous_format(client: redis.Redis, prefix: str, stored: BackchannelRequest, ttl_ms: int) -> None:
+    """What the previous version wrote for add_request: a hash, every field's JSON, plus the
+    index keys and the pending set."""
+    key = f"{prefix}request:{stored.request_id}"
+    client.hset(key, mapping=redis_store._fields(stored))
+    client.set(f"{prefix}auth_req_id:{stored.auth_req_id_hash}", stored.request_id)
+    client.set(f"{prefix}approval:{stored.approval_id}", stored.request_id)
+    for index in (key, f"{prefix}auth_req_id:{stored.auth_req_id_hash}", f"{prefix}approval:{stored.approval_id}"):
+        client.pexpire(index, ttl_ms)
+    client.zadd(f"{prefix}pending", {stored.request_id: stored.expires_at})
+
+
+def test_a_request_of_the_previous_format_is_read_and_rewritten(
+    store: RedisStore, client: redis.Redis, prefix: str
+) -> None:
+    """Requests stored as hashes before the upgrade are read as they are; the first script that
+    changes one rewrites it as a string and keeps its TTL."""
+    ttl_ms = (300 + RETAIN) * 1000
+    _store_in_previous_format(client, prefix, request("old1"), ttl_ms)
+    _store_in_previous_format(client, prefix, request("old2", expires_in=10), ttl_ms)
+    store.add_request(request("new1", expires_in=10))
+    key = prefix + "request:old1"
+    assert client.type(key) == "hash"
+    assert store.get_request("old1") == request("old1")
+    assert store.find_request_by_auth_req_id("hash-old1") == request("old1")
+    assert store.find_request_by_approval_id("approval-old1") == request("old1")
+    assert {r.request_id for r in store.expired_pending(now=NOW + 10)} == {"old2", "new1"}  # both forms
+    store.record_poll("old1", now=NOW + 1, interval=5)
+    assert client.type(key) == "string"
+    assert ttl_ms - 5000 < client.pttl(key) <= ttl_ms
+    assert store.get_request("old1") == request("old1", last_poll_at=NOW + 1, interval=5)
+    # every transition works on a record of either form
+    assert store.decide("old2", status=RequestStatus.DENIED, now=NOW + 1)
+    assert client.type(prefix + "request:old2") == "string" and client.ttl(prefix + "request:old2") == -1
+    store.delete_request("old1")
+    assert client.exists(key, prefix + "auth_req_id:hash-old1", prefix + "approval:approval-old1") == 0
+
+
+def _notice(request_id: str) -> OutboxEntry:
+    notice = {"username": "alice", "approval_url": f"https://ciba.example.test/approve/{request_id}", "actions": []}
+    return OutboxEntry(request_id=request_id, notice=notice, created_at=NOW, expires_at=NOW + 300, claimed_until=NOW)
+
+
+def test_an_outbox_entry_of_either_format_is_claimed_once(store: RedisStore, client: redis.Redis, prefix: str) -> None:
+    """A notice is stored as a string beside its request; one stored as a hash before the
+    upgrade is listed and claimed the same way, and rewritten as a string with its TTL."""
+    store.add_request(request("new1"), outbox=_notice("new1"))
+    assert client.type(prefix + "outbox:new1") == "string"
+    ttl_ms = (300 + RETAIN) * 1000
+    _store_in_previous_format(client, prefix, request("old1"), ttl_ms)
+    old_key = prefix + "outbox:old1"
+    client.hset(old_key, mapping=redis_store._fields(_notice("old1")))
+    client.pexpire(old_key, ttl_ms)
+    client.zadd(prefix + "outbox", {"old1": NOW})
+    assert {e.request_id for e in store.outbox_due(now=NOW, limit=10)} == {"new1", "old1"}
+    for request_id in ("new1", "old1"):
+        claimed = store.claim_outbox(request_id, now=NOW, lease=30)
+        assert claimed == replace(_notice(request_id), claimed_until=NOW + 30, attempts=1)
+        assert store.claim_outbox(request_id, now=NOW + 1, lease=30) is None  # leased to the first
+    assert client.type(old_key) == "string" and ttl_ms - 5000 < client.pttl(old_key) <= ttl_ms
+    assert store.outbox_due(now=NOW + 29, limit=10) == []
+    store.mark_outbox_delivered("old1")
+    assert [e.request_id for e in store.outbox_due(now=NOW + 30, limit=10)] == ["new1"]
 
 
 # races --------------------------------------------------------------------------------------------

@@ -7,33 +7,31 @@
 -- KEYS[1] the request (p request:<request_id>), KEYS[2] its outbox entry (p outbox:<request_id>,
 -- only when there is one).
 -- ARGV[1] prefix, ARGV[2] request_id, ARGV[3] ttl ms (0: durable), ARGV[4] outbox entry ttl ms,
--- ARGV[5] JSON object of the outbox entry's field/value pairs ('' for none), ARGV[6..] the
--- request's field/value pairs.
+-- ARGV[5] the outbox entry's record ('' for none), ARGV[6] the request's record (records:
+-- ``name=JSON`` lines, see the prelude).
 -- Returns 1.
 
 local id = ARGV[2]
-local f = {}
-for i = 6, #ARGV, 2 do f[ARGV[i]] = ARGV[i + 1] end
-local by_hash = prefix .. 'auth_req_id:' .. text(f['auth_req_id_hash'])
-local by_approval = prefix .. 'approval:' .. text(f['approval_id'])
+local record = parse_record(KEYS[1], ARGV[6])
+local by_hash = prefix .. 'auth_req_id:' .. text(field(record, 'auth_req_id_hash'))
+local by_approval = prefix .. 'approval:' .. text(field(record, 'approval_id'))
 if redis.call('EXISTS', KEYS[1], by_hash, by_approval) > 0 then
   return conflict('request, auth_req_id or approval id already stored')
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-for _, key in ipairs(index_keys(id)) do redis.call('SET', key, id) end
+redis.call('SET', KEYS[1], ARGV[6])
+for _, key in ipairs(index_keys(record)) do redis.call('SET', key, id) end
 if tonumber(ARGV[3]) > 0 then
   -- pending: the record and its indexes go together, retention after the request's expiry
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   redis.call('PEXPIRE', by_hash, ARGV[3])
   redis.call('PEXPIRE', by_approval, ARGV[3])
 end
-reindex(id)
+reindex(id, record)
 if ARGV[5] ~= '' then
-  local entry = cjson.decode(ARGV[5])
-  redis.call('DEL', KEYS[2])  -- a leftover of an earlier request with this id is no one's notice
-  for field, value in pairs(entry) do redis.call('HSET', KEYS[2], field, value) end
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  local entry = parse_record(KEYS[2], ARGV[5])
+  -- replaces a leftover of an earlier request with this id, which is no one's notice
+  redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[4])
   -- due for a sweep once its first lease (the answering instance's) runs out
-  redis.call('ZADD', prefix .. 'outbox', tonumber(entry['claimed_until']), id)
+  redis.call('ZADD', prefix .. 'outbox', tonumber(field(entry, 'claimed_until')), id)
 end
 return 1

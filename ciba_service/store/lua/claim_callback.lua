@@ -5,7 +5,9 @@
 -- ARGV[1] prefix, ARGV[2] request_id.
 -- Returns 1 when claimed, 0 when somebody claimed it before.
 
-if redis.call('HGET', KEYS[1], 'callback_state') ~= '"none"' then return 0 end
-redis.call('HSET', KEYS[1], 'callback_state', '"sending"')
-reindex(ARGV[2])
+local record = load_record(KEYS[1])
+if not record or field(record, 'callback_state') ~= '"none"' then return 0 end
+set_field(record, 'callback_state', '"sending"')
+save_record(record)
+reindex(ARGV[2], record)
 return 1

@@ -9,19 +9,21 @@
 
 local id = ARGV[2]
 local index = prefix .. 'outbox'
-local claimed = redis.call('HGET', KEYS[1], 'claimed_until')
-if not claimed then
+local entry = load_record(KEYS[1])
+if not entry or not field(entry, 'claimed_until') then
   redis.call('ZREM', index, id)
   return false
 end
-local r = redis.call('HMGET', request_key(id), 'status', 'expires_at')
-if r[1] ~= '"pending"' or not r[2] or tonumber(r[2]) <= tonumber(ARGV[3]) then
+local r = load_record(request_key(id))
+if not r or field(r, 'status') ~= '"pending"' or not field(r, 'expires_at')
+    or tonumber(field(r, 'expires_at')) <= tonumber(ARGV[3]) then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', index, id)
   return false
 end
-if tonumber(claimed) > tonumber(ARGV[3]) then return false end
-redis.call('HSET', KEYS[1], 'claimed_until', ARGV[4])
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if tonumber(field(entry, 'claimed_until')) > tonumber(ARGV[3]) then return false end
+set_field(entry, 'claimed_until', ARGV[4])
+set_field(entry, 'attempts', tostring(tonumber(field(entry, 'attempts') or '0') + 1))
+save_record(entry)
 redis.call('ZADD', index, tonumber(ARGV[4]), id)
-return redis.call('HGETALL', KEYS[1])
+return flat(entry)

@@ -8,17 +8,24 @@
 -- Returns 1 when decided, 0 when the request was not pending, unexpired and unclaimed; CONFLICT
 -- when the receipt id is taken.
 
-local f = redis.call('HMGET', KEYS[1], 'status', 'expires_at', 'callback_state')
+local record = load_record(KEYS[1])
 -- callback_state: a sweep that closed the request (an instance whose clock runs ahead) and a
 -- late decision exclude each other.
-if f[1] ~= '"pending"' or tonumber(f[2]) <= tonumber(ARGV[3]) or f[3] ~= '"none"' then return 0 end
+if not record or field(record, 'status') ~= '"pending"'
+    or tonumber(field(record, 'expires_at')) <= tonumber(ARGV[3])
+    or field(record, 'callback_state') ~= '"none"' then
+  return 0
+end
 if #KEYS > 1 then
   if redis.call('EXISTS', KEYS[2]) == 1 then return conflict('receipt id already stored') end
   redis.call('HSET', KEYS[2], unpack(ARGV, 7))
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[4], 'decided_at', ARGV[5], 'receipt_id', ARGV[6])
+set_field(record, 'status', ARGV[4])
+set_field(record, 'decided_at', ARGV[5])
+set_field(record, 'receipt_id', ARGV[6])
+save_record(record)
 -- decided is durable: the record and its indexes outlive any TTL they had while pending.
 redis.call('PERSIST', KEYS[1])
-for _, key in ipairs(index_keys(ARGV[2])) do redis.call('PERSIST', key) end
-reindex(ARGV[2])
+for _, key in ipairs(index_keys(record)) do redis.call('PERSIST', key) end
+reindex(ARGV[2], record)
 return 1

@@ -5,8 +5,11 @@
 -- ARGV[1] prefix, ARGV[2] request_id, ARGV[3] token_jti (JSON), ARGV[4] jti (raw, for the index).
 -- Returns 1, or 0 when the request was not approved.
 
-if redis.call('HGET', KEYS[1], 'status') ~= '"approved"' then return 0 end
-redis.call('HSET', KEYS[1], 'status', '"issued"', 'token_jti', ARGV[3])
+local record = load_record(KEYS[1])
+if not record or field(record, 'status') ~= '"approved"' then return 0 end
+set_field(record, 'status', '"issued"')
+set_field(record, 'token_jti', ARGV[3])
+save_record(record)
 redis.call('SET', prefix .. 'jti:' .. ARGV[4], ARGV[2])
-reindex(ARGV[2])
+reindex(ARGV[2], record)
 return 1

@@ -4,7 +4,9 @@
 -- ARGV[1] prefix, ARGV[2] request_id, ARGV[3..] field/value pairs (JSON values).
 -- Returns 1, or 0 when the request is gone.
 
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-reindex(ARGV[2])
+local record = load_record(KEYS[1])
+if not record then return 0 end
+for i = 3, #ARGV, 2 do set_field(record, ARGV[i], ARGV[i + 1]) end
+save_record(record)
+reindex(ARGV[2], record)
 return 1
