@@ -138,7 +138,10 @@ function renderEntries(entries) {
         " ", el("span", { class: "muted" }, t("approve.destructive_hint")));
     }
     const rows = rowsFor(entry);
-    if (rows.some((r) => r.warn)) {
+    // The badge is for a token usable at any service (no `locations`). A missing identifier is
+    // marked on its own row only: some types (a payment) name what they act on in other
+    // fields, and a badge on every one of them would teach users to skip badges.
+    if (!("locations" in detail)) {
       item.classList.add("unrestricted");
       badges.append(" ", el("span", { class: "badge warn" }, t("approve.unrestricted")));
     }
