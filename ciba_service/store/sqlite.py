@@ -1,6 +1,17 @@
 """SQLite store: the embedded default. WAL journal, one connection guarded by a lock; every
 guarded transition is a single ``UPDATE ... WHERE <old state>`` so it is atomic.
 
+Durability (README, "Performance"): every call returns only after its transaction committed, so
+whatever the service acknowledged survives ``kill -9`` of the process (a committed WAL frame is in
+the operating system's page cache, and the next opening of the file replays it). The WAL is
+flushed to the disk (fsync) at the commit of a user's decision (:meth:`SQLiteStore.decide`) and of
+a token's issue (:meth:`SQLiteStore.mark_issued`): those also survive a power cut or an OS crash.
+Other writes (new requests and their outbox entries, polls, single-use records, attempt counts)
+are flushed with the next of those or at the next checkpoint: a power cut, unlike a process kill,
+may roll back the last of them (SQLite's ``synchronous=NORMAL`` in WAL mode). One fsync per
+request would cap the service at the disk's fsync rate (a few hundred a second on this kind of
+machine) for no protection against the failure a server process actually has: being killed.
+
 The schema is created with ``CREATE ... IF NOT EXISTS`` when a store opens, so a database made by
 an earlier version gains the tables added since (``outbox``, ``refusals``) the first time it is
 opened; no existing table has changed shape.
@@ -69,6 +80,7 @@ CREATE TABLE IF NOT EXISTS passkeys (
     transports TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS passkeys_user ON passkeys(user_id);
 CREATE TABLE IF NOT EXISTS enrollments (
     token_hash TEXT PRIMARY KEY,
     user_id TEXT NOT NULL REFERENCES users(user_id),
@@ -100,6 +112,13 @@ CREATE TABLE IF NOT EXISTS requests (
     revoked INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS requests_token_jti ON requests(token_jti);
+-- The sweep's ping/push deliveries due (pending_notifications): only undelivered ping/push
+-- requests are in it, so the sweep reads the rows due, not the table (poll requests never enter).
+CREATE INDEX IF NOT EXISTS requests_notifications_due ON requests(status, expires_at)
+    WHERE callback_state = 'none' AND json_extract(upstream, '$.delivery') IN ('ping', 'push');
+-- Keycloak mode's expiry sweep (expired_pending).
+CREATE INDEX IF NOT EXISTS requests_pending_expiry ON requests(expires_at)
+    WHERE status = 'pending' AND callback_state = 'none';
 CREATE TABLE IF NOT EXISTS used_once (
     key TEXT PRIMARY KEY,
     expires_at INTEGER NOT NULL
@@ -164,6 +183,8 @@ class SQLiteStore(Store):
     lock another connection holds before it fails with :class:`StoreUnavailable` (5, sqlite3's
     own default)."""
 
+    serves_inline = True
+
     def __init__(self, path: Path | str, *, busy_timeout: float = 5.0) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -171,14 +192,24 @@ class SQLiteStore(Store):
         self._db = sqlite3.connect(str(path), timeout=busy_timeout, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
-        # synchronous=FULL: a decision acknowledged to the user survives a power cut.
-        self._db.execute("PRAGMA synchronous=FULL")
+        # NORMAL: a commit survives a process kill, not always a power cut; the decisions and
+        # token issues are flushed to the disk themselves (_durable; the module's docstring).
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def _durable(self, sql: str, params: tuple[Any, ...]) -> int:
+        """One statement committed with the WAL flushed to the disk (a power cut keeps it, and
+        every commit before it). The caller holds the lock."""
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            return self._db.execute(sql, params).rowcount
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
 
     def _one(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Row | None:
         with self._lock:
@@ -221,6 +252,18 @@ class SQLiteStore(Store):
 
     def find_user(self, username: str) -> User | None:
         return self._user(self._one("SELECT * FROM users WHERE username = ?", (username,)))
+
+    def find_approver(self, *, user_id: str | None = None, username: str | None = None) -> tuple[User, bool] | None:
+        # One indexed query for the user and whether they hold a passkey (the hot path of
+        # /bc-authorize), instead of a user read and a list of passkeys.
+        column, value = ("user_id", user_id) if user_id is not None else ("username", username)
+        row = self._one(
+            f"SELECT *, EXISTS (SELECT 1 FROM passkeys p WHERE p.user_id = users.user_id) AS has_passkey "  # noqa: S608 - fixed column names
+            f"FROM users WHERE {column} = ?",
+            (value,),
+        )
+        user = self._user(row)
+        return None if user is None or row is None else (user, bool(row["has_passkey"]))
 
     def list_users(self) -> list[User]:
         with self._lock:
@@ -414,6 +457,8 @@ class SQLiteStore(Store):
         if status not in (RequestStatus.APPROVED, RequestStatus.DENIED):
             raise ValueError(f"cannot decide a request as {status}")
         with self._lock:
+            # The user's decision is flushed to the disk at its commit (see the module docstring).
+            self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 changed = self._db.execute(
@@ -445,16 +490,20 @@ class SQLiteStore(Store):
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
         return changed == 1
 
     def mark_issued(self, request_id: str, *, jti: str) -> bool:
-        return (
-            self._exec(
-                "UPDATE requests SET status = 'issued', token_jti = ? WHERE request_id = ? AND status = 'approved'",
-                (jti, request_id),
+        # Flushed to the disk: after a power cut the request must not be redeemable again.
+        with self._lock:
+            return (
+                self._durable(
+                    "UPDATE requests SET status = 'issued', token_jti = ? WHERE request_id = ? AND status = 'approved'",
+                    (jti, request_id),
+                )
+                == 1
             )
-            == 1
-        )
 
     def set_upstream(self, request_id: str, upstream: dict[str, Any]) -> None:
         self._exec(
@@ -724,10 +773,14 @@ class SQLiteStore(Store):
 
     def pending_notifications(self, *, now: int) -> list[BackchannelRequest]:
         with self._lock:
+            # Two seeks in the partial index requests_notifications_due (its WHERE repeated word
+            # for word, so the planner may use it): the decided rows, then the expired ones.
             rows = self._db.execute(
                 "SELECT * FROM requests WHERE callback_state = 'none' "
-                "AND json_extract(upstream, '$.delivery') IN ('ping', 'push') "
-                "AND (status IN ('approved', 'denied') OR expires_at <= ?)",
+                "AND json_extract(upstream, '$.delivery') IN ('ping', 'push') AND status IN ('approved', 'denied') "
+                "UNION ALL SELECT * FROM requests WHERE callback_state = 'none' "
+                "AND json_extract(upstream, '$.delivery') IN ('ping', 'push') AND status IN ('pending', 'issued') "
+                "AND expires_at <= ?",
                 (now,),
             ).fetchall()
         return [r for r in (self._request(row) for row in rows) if r is not None]
