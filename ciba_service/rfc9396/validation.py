@@ -186,7 +186,7 @@ def parse_authorization_details(
     if len(raw.encode("utf-8")) > max_bytes:
         raise InvalidAuthorizationDetails(f"authorization_details is larger than {max_bytes} bytes")
     try:
-        value = json.loads(raw, parse_constant=_refuse_constant)
+        value = _DECODER.decode(raw)
     except (ValueError, RecursionError) as exc:
         raise InvalidAuthorizationDetails(f"authorization_details is not valid JSON: {exc}") from None
     if not isinstance(value, list):
@@ -221,3 +221,7 @@ def _check_text(index: int, field: str, value: Any) -> None:
 def _refuse_constant(name: str) -> Any:
     # NaN and Infinity are not JSON (RFC 8259) and have no JCS form, so they cannot be signed.
     raise ValueError(f"{name} is not allowed")
+
+
+# Built once: json.loads with a keyword argument builds a new decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)

@@ -27,6 +27,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ciba_service.core.model import (
     ApprovalReceipt,
     BackchannelRequest,
@@ -52,6 +54,15 @@ _SQLITE_LOCKED = 6
 _SQLITE_IOERR = 10
 _SQLITE_FULL = 13
 _RETRYABLE = frozenset({_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_IOERR, _SQLITE_FULL})
+
+
+def _dumps(value: Any) -> str:
+    """JSON text of a request's columns, with orjson on the hot path (a fifth of the standard
+    library's time); the standard library for what orjson refuses (integers past 64 bits)."""
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except TypeError:
+        return json.dumps(value)
 
 
 def _unavailable(exc: Exception) -> bool:
@@ -367,7 +378,7 @@ class SQLiteStore(Store):
                     o = outbox
                     self._db.execute(
                         "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)",
-                        (o.request_id, json.dumps(o.notice), o.created_at, o.expires_at, o.claimed_until, o.attempts),
+                        (o.request_id, _dumps(o.notice), o.created_at, o.expires_at, o.claimed_until, o.attempts),
                     )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -387,7 +398,7 @@ class SQLiteStore(Store):
                 r.user_id,
                 r.scope,
                 r.binding_message,
-                json.dumps(r.authorization_details),
+                _dumps(r.authorization_details),
                 r.created_at,
                 r.expires_at,
                 r.interval,
@@ -397,7 +408,7 @@ class SQLiteStore(Store):
                 r.decided_at,
                 r.receipt_id,
                 r.token_jti,
-                json.dumps(r.upstream),
+                _dumps(r.upstream),
                 r.callback_state.value,
                 int(r.revoked),
             ),
