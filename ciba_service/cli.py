@@ -77,7 +77,7 @@ def serve(
 
     from ciba_service.server.tokens import SigningKey
     from ciba_service.web.app import build_app
-    from ciba_service.web.serving import http_protocol
+    from ciba_service.web.serving import OneWriteHttpToolsProtocol
 
     settings = _settings(config)
     err.print(f"ciba-service {settings.mode} mode, issuer {settings.issuer}, data in {settings.data_dir}")
@@ -101,7 +101,7 @@ def serve(
         "host": host,
         "port": port,
         "log_level": "info",
-        "http": http_protocol(),
+        "http": OneWriteHttpToolsProtocol,
         "loop": "auto",
         "access_log": access_log,
     }

@@ -20,8 +20,8 @@ from ciba_service.server.wiring import build_provider
 from ciba_service.store import StoreUnavailable
 from ciba_service.web.approval import approval_routes
 from ciba_service.web.authzen import pep_routes
-from ciba_service.web.http import error_answer
 from ciba_service.web.hot_path import OAuthHotPath
+from ciba_service.web.http import error_answer
 from ciba_service.web.keycloak import keycloak_routes
 from ciba_service.web.metrics import Metrics, MetricsMiddleware
 from ciba_service.web.oauth import oauth_routes

@@ -10,8 +10,9 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["HOT_PATHS", "BackgroundServer", "free_port", "http_protocol"]
+__all__ = ["HOT_PATHS", "BackgroundServer", "OneWriteHttpToolsProtocol", "free_port"]
 
 # The endpoints web/hot_path.py answers (POST).
 HOT_PATHS = frozenset({"/bc-authorize", "/token"})
@@ -25,9 +26,11 @@ def free_port() -> int:
 
 
 class BackgroundServer:
-    def __init__(self, app: FastAPI, *, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, app: FastAPI, *, port: int, host: str = "127.0.0.1", http: Any = "auto") -> None:
         self.port = port
-        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", http=http)
+        )
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def __enter__(self) -> BackgroundServer:
@@ -70,34 +73,21 @@ class _OneWrite:
         return getattr(self._transport, name)
 
 
-try:
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-except ImportError:  # pragma: no cover - httptools is a dependency
-    HttpToolsProtocol = None
+class OneWriteHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol (httptools is a dependency), sending the answers of
+    :data:`HOT_PATHS` (POSTs answered by web/hot_path.py: always a start and one complete body)
+    in one write instead of two. The first of two writes to a socket wakes the client for half
+    an answer; under load that write was ~30% of the hot path's time. Other responses (streams,
+    100-continue) are left alone. Module level: ``--workers`` pickles it into each worker's
+    configuration. What ``ciba-service serve`` passes uvicorn as ``http``."""
 
-
-if HttpToolsProtocol is not None:
-
-    class OneWriteHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc,valid-type]
-        """uvicorn's httptools protocol, sending the answers of :data:`HOT_PATHS` (POSTs answered
-        by web/hot_path.py: always a start and one complete body) in one write instead of two.
-        The first of two writes to a socket wakes the client for half an answer; under load that
-        write was ~30% of the hot path's time. Other responses (streams, 100-continue) are left
-        alone. Module level: ``--workers`` pickles it into each worker's configuration."""
-
-        def on_headers_complete(self) -> None:
-            super().on_headers_complete()
-            cycle = self.cycle
-            if (
-                cycle is not None
-                and not self.expect_100_continue
-                and self.scope["method"] == "POST"
-                and self.scope["path"] in HOT_PATHS
-            ):
-                cycle.transport = _OneWrite(cycle.transport)
-
-
-def http_protocol() -> Any:
-    """What ``ciba-service serve`` passes uvicorn as ``http``: :class:`OneWriteHttpToolsProtocol`,
-    or "auto" (uvicorn's choice) where httptools is not installed."""
-    return OneWriteHttpToolsProtocol if HttpToolsProtocol is not None else "auto"
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        cycle = self.cycle
+        if (
+            cycle is not None
+            and not self.expect_100_continue
+            and self.scope["method"] == "POST"
+            and self.scope["path"] in HOT_PATHS
+        ):
+            cycle.transport = _OneWrite(cycle.transport)  # type: ignore[assignment]
