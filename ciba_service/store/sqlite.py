@@ -188,6 +188,40 @@ CREATE TABLE IF NOT EXISTS receipts (
 """
 
 
+# The WAL is checkpointed by _Checkpointer every _CHECKPOINT_EVERY seconds; a commit checkpoints
+# it itself only past this many pages (~40 MB), which the thread keeps it far below.
+_CHECKPOINT_EVERY = 1.0
+_AUTOCHECKPOINT_PAGES = 10_000
+
+
+class _Checkpointer:
+    """A thread with its own connection that checkpoints the WAL (PASSIVE: never waits for, nor
+    blocks, the readers and writers of the serving connection). sqlite3 releases the GIL while
+    the checkpoint runs, so its disk waits cost the event loop nothing."""
+
+    def __init__(self, path: str, *, busy_timeout: float) -> None:
+        self._path = path
+        self._timeout = busy_timeout
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
+        try:
+            while not self._stop.wait(_CHECKPOINT_EVERY):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error:  # busy (another process checkpoints), or a failing disk: next time
+                    continue
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 @unavailable_when(_unavailable)
 class SQLiteStore(Store):
     """State in one SQLite file. ``busy_timeout`` is how many seconds a statement waits for a
@@ -208,8 +242,18 @@ class SQLiteStore(Store):
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._checkpointer: _Checkpointer | None = None
+        if str(path) != ":memory:":
+            # Checkpoints (copying the WAL into the database file, with an fsync of each) run on
+            # a thread of their own, not inside whichever request's commit crossed the WAL's
+            # size threshold: that commit would wait for the disk. The automatic checkpoint stays
+            # as a bound on the WAL should that thread fall behind.
+            self._db.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
+            self._checkpointer = _Checkpointer(str(path), busy_timeout=busy_timeout)
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         with self._lock:
             self._db.close()
 

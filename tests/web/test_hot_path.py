@@ -8,12 +8,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from ciba_service.core.params import Params
 from ciba_service.core.security import hash_secret
 from ciba_service.web.app import create_app
+from ciba_service.web.http import parse_form
 from ciba_service.web.serving import BackgroundServer, OneWriteHttpToolsProtocol, free_port
 from tests.support.service import AGENT_ID, AGENT_SECRET, CIBA, Env, make_settings, open_env
 
@@ -96,3 +101,13 @@ def test_embedded_sqlite_runs_on_the_event_loop_unless_a_client_has_a_slow_secre
     slow = fast.model_copy(update={"clients": [client]})
     with open_env(slow) as env:
         assert not env.provider.serves_inline  # scrypt's ~70 ms would stall every request
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from("ab=&+%2Fé;\x00 ") | st.characters(), max_size=40))
+def test_form_parsing_is_parse_qsl_with_blank_values(text: str) -> None:
+    try:
+        body = text.encode("utf-8")
+    except UnicodeEncodeError:
+        return
+    assert parse_form(body).items() == Params(parse_qsl(text, keep_blank_values=True)).items()
