@@ -189,33 +189,46 @@ CREATE TABLE IF NOT EXISTS receipts (
 
 
 # The WAL is checkpointed by _Checkpointer every _CHECKPOINT_EVERY seconds; a commit checkpoints
-# it itself only past this many pages (~40 MB), which the thread keeps it far below.
+# it itself only past this many pages (~200 MB: a safety net should the thread fall behind, e.g.
+# after a bulk load; a commit that checkpoints waits for the disk).
 _CHECKPOINT_EVERY = 1.0
-_AUTOCHECKPOINT_PAGES = 10_000
+_AUTOCHECKPOINT_PAGES = 50_000
 
 
 class _Checkpointer:
-    """A thread with its own connection that checkpoints the WAL (PASSIVE: never waits for, nor
-    blocks, the readers and writers of the serving connection). sqlite3 releases the GIL while
-    the checkpoint runs, so its disk waits cost the event loop nothing."""
+    """A thread with its own connection that checkpoints the WAL once a second, in two steps:
 
-    def __init__(self, path: str, *, busy_timeout: float) -> None:
+    1. a PASSIVE checkpoint beside the serving connection: the bulk of the copying and the disk
+       waits, while requests go on (sqlite3 releases the GIL meanwhile);
+    2. another under the store's lock, so no write of this process lands meanwhile: it copies only
+       what was written during step 1, and completes, so the next write starts the WAL over from
+       its beginning. Without it, a steady stream of writes never lets a checkpoint finish, the
+       WAL grows to the automatic checkpoint's threshold, and one request pays for the lot."""
+
+    def __init__(self, path: str, *, busy_timeout: float, lock: threading.RLock) -> None:
         self._path = path
         self._timeout = busy_timeout
+        self._lock = lock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        db = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
+        db = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
         try:
             while not self._stop.wait(_CHECKPOINT_EVERY):
                 try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.checkpoint(db)
                 except sqlite3.Error:  # busy (another process checkpoints), or a failing disk: next time
                     continue
         finally:
             db.close()
+
+    def checkpoint(self, db: sqlite3.Connection) -> None:
+        """Steps 1 and 2 (above), on ``db``, a connection to the store's file."""
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        with self._lock:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def stop(self) -> None:
         self._stop.set()
@@ -249,7 +262,7 @@ class SQLiteStore(Store):
             # size threshold: that commit would wait for the disk. The automatic checkpoint stays
             # as a bound on the WAL should that thread fall behind.
             self._db.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
-            self._checkpointer = _Checkpointer(str(path), busy_timeout=busy_timeout)
+            self._checkpointer = _Checkpointer(str(path), busy_timeout=busy_timeout, lock=self._lock)
 
     def close(self) -> None:
         if self._checkpointer is not None:

@@ -4,6 +4,7 @@ not the table), and SQLite's durability levels."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,4 +90,29 @@ def test_sqlite_flushes_decisions_and_token_issues_and_leaves_other_commits_to_t
     assert seen[0] == "PRAGMA synchronous=FULL" and seen[-1] == "PRAGMA synchronous=NORMAL"
     store._db.set_trace_callback(None)
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL between them
+    store.close()
+
+
+def test_sqlite_checkpoints_let_the_wal_start_over(tmp_path: Path) -> None:
+    """The background checkpoint completes despite the writes around it, so the WAL is reused
+    from its beginning instead of growing until a request has to checkpoint it. (A WAL that
+    starts over gets new salts in its header, bytes 16 to 24.)"""
+    path = tmp_path / "s.sqlite3"
+    store = SQLiteStore(path)
+
+    def salts() -> bytes:
+        return path.with_name(path.name + "-wal").read_bytes()[16:24]
+
+    for n in range(200):
+        store.add_request(request(f"r{n}"))
+    first = salts()
+    store.add_request(request("no-checkpoint-yet"))
+    assert salts() == first  # the WAL only grows
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    with sqlite3.connect(path) as db:
+        checkpointer.checkpoint(db)
+    store.add_request(request("after"))
+    assert salts() != first  # this write started the WAL over
+    assert store.get_request("r7") is not None and store.get_request("after") is not None
     store.close()
