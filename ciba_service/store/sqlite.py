@@ -189,10 +189,10 @@ CREATE TABLE IF NOT EXISTS receipts (
 
 
 # The WAL is checkpointed by _Checkpointer every _CHECKPOINT_EVERY seconds; a commit checkpoints
-# it itself only past this many pages (~200 MB: a safety net should the thread fall behind, e.g.
-# after a bulk load; a commit that checkpoints waits for the disk).
+# it itself only past this many pages (~40 MB: a bound should the thread fall behind, or another
+# process load many rows at once; such a commit waits for the disk).
 _CHECKPOINT_EVERY = 1.0
-_AUTOCHECKPOINT_PAGES = 50_000
+_AUTOCHECKPOINT_PAGES = 10_000
 
 
 class _Checkpointer:
