@@ -527,37 +527,38 @@ class SQLiteStore(Store):
         with self._lock:
             # The user's decision is flushed to the disk at its commit (see the module docstring).
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                changed = self._db.execute(
-                    "UPDATE requests SET status = ?, decided_at = ?, receipt_id = ? "
-                    # callback_state: an expiry sweep (on an instance whose clock runs ahead)
-                    # that closed the request excludes a late decision, atomically.
-                    "WHERE request_id = ? AND status = 'pending' AND expires_at > ? AND callback_state = 'none'",
-                    (status.value, now, receipt.receipt_id if receipt else None, request_id, now),
-                ).rowcount
-                if changed == 1 and receipt is not None:
-                    rc = receipt
-                    self._db.execute(
-                        "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            rc.receipt_id,
-                            rc.request_id,
-                            rc.user_id,
-                            rc.credential_id,
-                            rc.credential_public_key,
-                            rc.preimage,
-                            rc.challenge,
-                            json.dumps(rc.assertion),
-                            rc.rp_id,
-                            rc.origin,
-                            rc.created_at,
-                        ),
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    changed = self._db.execute(
+                        "UPDATE requests SET status = ?, decided_at = ?, receipt_id = ? "
+                        # callback_state: an expiry sweep (on an instance whose clock runs ahead)
+                        # that closed the request excludes a late decision, atomically.
+                        "WHERE request_id = ? AND status = 'pending' AND expires_at > ? AND callback_state = 'none'",
+                        (status.value, now, receipt.receipt_id if receipt else None, request_id, now),
+                    ).rowcount
+                    if changed == 1 and receipt is not None:
+                        rc = receipt
+                        self._db.execute(
+                            "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (
+                                rc.receipt_id,
+                                rc.request_id,
+                                rc.user_id,
+                                rc.credential_id,
+                                rc.credential_public_key,
+                                rc.preimage,
+                                rc.challenge,
+                                json.dumps(rc.assertion),
+                                rc.rp_id,
+                                rc.origin,
+                                rc.created_at,
+                            ),
+                        )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
             finally:
                 self._db.execute("PRAGMA synchronous=NORMAL")
         return changed == 1
