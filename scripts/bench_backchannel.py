@@ -75,7 +75,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1: keeps the generator light)")
     p.add_argument("--warmup", type=float, default=2, help="discarded warm-up run before the first measurement (s)")
-    p.add_argument("--token-ids", type=int, default=4000, help="pending requests polled round-robin (ciba-service)")
+    p.add_argument(
+        "--token-ids",
+        type=int,
+        default=16000,
+        help="pending requests polled round-robin (ciba-service; enough that\n"
+        "each is polled less often than every 0.75 s, or the answer is slow_down)",
+    )
     p.add_argument("--node-token-ids", type=int, default=500, help="pending requests polled (oidc-provider, LRU)")
     p.add_argument("--workers", default="1,2", help="ciba-service worker counts to run (default 1,2)")
     p.add_argument("--no-reference", action="store_true", help="skip node-oidc-provider")
@@ -180,7 +186,7 @@ def bench_ciba(args: argparse.Namespace, workdir: Path, workers: int) -> Figures
     with bk.CibaServer(workdir / f"ciba-w{workers}", workers=workers, poll_interval=1) as server:
         print(
             f"ciba-service, {workers} worker{'s' if workers > 1 else ''} (uvicorn, httptools + uvloop), "
-            f"SQLite store in {server.data_dir}, poll_interval=1, notifier=none, access log on (the default)",
+            f"SQLite store in {server.data_dir}, poll_interval=1, notifier=none, access log off (the default)",
             flush=True,
         )
         url = server.url + "/bc-authorize"

@@ -386,7 +386,10 @@ def main() -> None:
                     runs.append(run_size(args, workdir, kind, size, redis))
             else:
                 if size == sizes[0]:
-                    print("sqlite: the service's SQLite store (WAL, synchronous=FULL) in its data_dir")
+                    print(
+                        "sqlite: the service's SQLite store (WAL, synchronous=NORMAL; decisions and token "
+                        "issues flushed) in its data_dir"
+                    )
                 runs.append(run_size(args, workdir, kind, size, None))
         results[kind] = runs
 

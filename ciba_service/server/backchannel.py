@@ -291,7 +291,8 @@ def check_binding_message(params: Params, *, max_length: int) -> str | None:
     # the text shown differ from the text signed, so they are refused outright.
     if len(message) > max_length:
         raise InvalidBindingMessage(f"binding_message is longer than {max_length} characters")
-    for char in message:
+    # Printable ASCII holds no unsafe character; anything else is checked character by character.
+    for char in "" if message.isascii() and message.isprintable() else message:
         if is_unsafe_char(char):
             raise InvalidBindingMessage(
                 f"binding_message contains a control, format or unusual space character (U+{ord(char):04X})"

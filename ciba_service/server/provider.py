@@ -17,6 +17,7 @@ from ciba_service.config import Settings
 from ciba_service.core.errors import ApprovalNotFound
 from ciba_service.core.model import User
 from ciba_service.core.params import Params
+from ciba_service.core.security import is_slow_hash
 from ciba_service.rfc9396 import TypeRegistry
 from ciba_service.server.approval import Approvals, Enrollments
 from ciba_service.server.context import ServerContext
@@ -66,6 +67,19 @@ class Provider:
 
     def now(self) -> int:
         return self.context.now()
+
+    @property
+    def serves_inline(self) -> bool:
+        """Whether the endpoint calls finish without waiting on a network or a slow KDF (embedded
+        mode on a local store: CPU and SQLite statements of microseconds), so the web layer may
+        make them on its event loop instead of hopping to a thread per request. Keycloak mode
+        (HTTP to Keycloak) and a Redis store keep the hop, and so does a client with a legacy
+        ``scrypt$`` secret (its first check takes ~70 ms, which would stall every request)."""
+        return (
+            self.issuer.mode == "embedded"
+            and self.store.serves_inline
+            and not any(is_slow_hash(c.client_secret_hash or "") for c in self.settings.clients)
+        )
 
     # the OAuth endpoints -------------------------------------------------------------------
     def discovery(self) -> dict[str, Any]:

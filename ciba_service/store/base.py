@@ -320,5 +320,20 @@ class Store(
     """Persistent state of the service: every concern above in one store. A component that
     needs only one concern may ask for that interface instead (e.g. :class:`RequestStore`)."""
 
+    # True when no call waits on a network or for long (SQLite: a local file, statements of
+    # microseconds): the web layer may then call the store on its event loop rather than hop to
+    # a thread for every request. A networked store (Redis) keeps the hop.
+    serves_inline: bool = False
+
+    def find_approver(self, *, user_id: str | None = None, username: str | None = None) -> tuple[User, bool] | None:
+        """The user named by ``user_id`` (or else ``username``) and whether they hold a passkey
+        (can approve), or None: what ``/bc-authorize`` needs, in one read where the store can
+        (SQLite overrides this); by default a user read and a passkey list."""
+        user = self.get_user(user_id) if user_id is not None else self.find_user(username or "")
+        if user is None:
+            return None
+        has_passkey = bool(self.passkeys_for(user.user_id))
+        return user, has_passkey
+
     def close(self) -> None:  # an optional hook: not abstract
         """Release resources."""

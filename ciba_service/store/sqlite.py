@@ -1,6 +1,18 @@
 """SQLite store: the embedded default. WAL journal, one connection guarded by a lock; every
 guarded transition is a single ``UPDATE ... WHERE <old state>`` so it is atomic.
 
+Durability (README, "Performance"): every call returns only after its transaction committed, so
+whatever the service acknowledged survives ``kill -9`` of the process (a committed WAL frame is in
+the operating system's page cache, and the next opening of the file replays it). The WAL is
+flushed to the disk (fsync) at the commit of a user's decision (:meth:`SQLiteStore.decide`) and of
+a token's issue (:meth:`SQLiteStore.mark_issued`), and of an operator's audited change (a user
+disabled, a passkey revoked): those also survive a power cut or an OS crash.
+Other writes (new requests and their outbox entries, polls, single-use records, attempt counts)
+are flushed with the next of those or at the next checkpoint: a power cut, unlike a process kill,
+may roll back the last of them (SQLite's ``synchronous=NORMAL`` in WAL mode). One fsync per
+request would cap the service at the disk's fsync rate (a few hundred a second on this kind of
+machine) for no protection against the failure a server process actually has: being killed.
+
 The schema is created with ``CREATE ... IF NOT EXISTS`` when a store opens, so a database made by
 an earlier version gains the tables added since (``outbox``, ``refusals``) the first time it is
 opened; no existing table has changed shape.
@@ -15,6 +27,8 @@ import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from ciba_service.core.model import (
     ApprovalReceipt,
@@ -44,6 +58,15 @@ _SQLITE_FULL = 13
 _RETRYABLE = frozenset({_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_IOERR, _SQLITE_FULL})
 
 
+def _dumps(value: Any) -> str:
+    """JSON text of a request's columns, with orjson on the hot path (a fifth of the standard
+    library's time); the standard library for what orjson refuses (integers past 64 bits)."""
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except TypeError:
+        return json.dumps(value)
+
+
 def _unavailable(exc: Exception) -> bool:
     """A failure of the database file the caller may retry, not a bug (a bad statement or schema
     error is an ``OperationalError`` too, with another code)."""
@@ -70,6 +93,7 @@ CREATE TABLE IF NOT EXISTS passkeys (
     transports TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS passkeys_user ON passkeys(user_id);
 CREATE TABLE IF NOT EXISTS enrollments (
     token_hash TEXT PRIMARY KEY,
     user_id TEXT NOT NULL REFERENCES users(user_id),
@@ -101,6 +125,13 @@ CREATE TABLE IF NOT EXISTS requests (
     revoked INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS requests_token_jti ON requests(token_jti);
+-- The sweep's ping/push deliveries due (pending_notifications): only undelivered ping/push
+-- requests are in it, so the sweep reads the rows due, not the table (poll requests never enter).
+CREATE INDEX IF NOT EXISTS requests_notifications_due ON requests(status, expires_at)
+    WHERE callback_state = 'none' AND json_extract(upstream, '$.delivery') IN ('ping', 'push');
+-- Keycloak mode's expiry sweep (expired_pending).
+CREATE INDEX IF NOT EXISTS requests_pending_expiry ON requests(expires_at)
+    WHERE status = 'pending' AND callback_state = 'none';
 CREATE TABLE IF NOT EXISTS used_once (
     key TEXT PRIMARY KEY,
     expires_at INTEGER NOT NULL
@@ -172,11 +203,60 @@ CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
 """
 
 
+# The WAL is checkpointed by _Checkpointer every _CHECKPOINT_EVERY seconds; a commit checkpoints
+# it itself only past this many pages (~40 MB: a bound should the thread fall behind, or another
+# process load many rows at once; such a commit waits for the disk).
+_CHECKPOINT_EVERY = 1.0
+_AUTOCHECKPOINT_PAGES = 10_000
+
+
+class _Checkpointer:
+    """A thread with its own connection that checkpoints the WAL once a second, in two steps:
+
+    1. a PASSIVE checkpoint beside the serving connection: the bulk of the copying and the disk
+       waits, while requests go on (sqlite3 releases the GIL meanwhile);
+    2. another under the store's lock, so no write of this process lands meanwhile: it copies only
+       what was written during step 1, and completes, so the next write starts the WAL over from
+       its beginning. Without it, a steady stream of writes never lets a checkpoint finish, the
+       WAL grows to the automatic checkpoint's threshold, and one request pays for the lot."""
+
+    def __init__(self, path: str, *, busy_timeout: float, lock: threading.RLock) -> None:
+        self._path = path
+        self._timeout = busy_timeout
+        self._lock = lock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
+        try:
+            while not self._stop.wait(_CHECKPOINT_EVERY):
+                try:
+                    self.checkpoint(db)
+                except sqlite3.Error:  # busy (another process checkpoints), or a failing disk: next time
+                    continue
+        finally:
+            db.close()
+
+    def checkpoint(self, db: sqlite3.Connection) -> None:
+        """Steps 1 and 2 (above), on ``db``, a connection to the store's file."""
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        with self._lock:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 @unavailable_when(_unavailable)
 class SQLiteStore(Store):
     """State in one SQLite file. ``busy_timeout`` is how many seconds a statement waits for a
     lock another connection holds before it fails with :class:`StoreUnavailable` (5, sqlite3's
     own default)."""
+
+    serves_inline = True
 
     def __init__(self, path: Path | str, *, busy_timeout: float = 5.0) -> None:
         if str(path) != ":memory:":
@@ -185,15 +265,35 @@ class SQLiteStore(Store):
         self._db = sqlite3.connect(str(path), timeout=busy_timeout, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
-        # synchronous=FULL: a decision acknowledged to the user survives a power cut.
-        self._db.execute("PRAGMA synchronous=FULL")
+        # NORMAL: a commit survives a process kill, not always a power cut; the decisions and
+        # token issues are flushed to the disk themselves (_durable; the module's docstring).
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
         self._db.executescript(_AUDIT_SCHEMA)
+        self._checkpointer: _Checkpointer | None = None
+        if str(path) != ":memory:":
+            # Checkpoints (copying the WAL into the database file, with an fsync of each) run on
+            # a thread of their own, not inside whichever request's commit crossed the WAL's
+            # size threshold: that commit would wait for the disk. The automatic checkpoint stays
+            # as a bound on the WAL should that thread fall behind.
+            self._db.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
+            self._checkpointer = _Checkpointer(str(path), busy_timeout=busy_timeout, lock=self._lock)
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         with self._lock:
             self._db.close()
+
+    def _durable(self, sql: str, params: tuple[Any, ...]) -> int:
+        """One statement committed with the WAL flushed to the disk (a power cut keeps it, and
+        every commit before it). The caller holds the lock."""
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            return self._db.execute(sql, params).rowcount
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
 
     def _one(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Row | None:
         with self._lock:
@@ -236,6 +336,18 @@ class SQLiteStore(Store):
 
     def find_user(self, username: str) -> User | None:
         return self._user(self._one("SELECT * FROM users WHERE username = ?", (username,)))
+
+    def find_approver(self, *, user_id: str | None = None, username: str | None = None) -> tuple[User, bool] | None:
+        # One indexed query for the user and whether they hold a passkey (the hot path of
+        # /bc-authorize), instead of a user read and a list of passkeys.
+        column, value = ("user_id", user_id) if user_id is not None else ("username", username)
+        row = self._one(
+            f"SELECT *, EXISTS (SELECT 1 FROM passkeys p WHERE p.user_id = users.user_id) AS has_passkey "  # noqa: S608 - fixed column names
+            f"FROM users WHERE {column} = ?",
+            (value,),
+        )
+        user = self._user(row)
+        return None if user is None or row is None else (user, bool(row["has_passkey"]))
 
     def list_users(self) -> list[User]:
         with self._lock:
@@ -339,7 +451,7 @@ class SQLiteStore(Store):
                     o = outbox
                     self._db.execute(
                         "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)",
-                        (o.request_id, json.dumps(o.notice), o.created_at, o.expires_at, o.claimed_until, o.attempts),
+                        (o.request_id, _dumps(o.notice), o.created_at, o.expires_at, o.claimed_until, o.attempts),
                     )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -359,7 +471,7 @@ class SQLiteStore(Store):
                 r.user_id,
                 r.scope,
                 r.binding_message,
-                json.dumps(r.authorization_details),
+                _dumps(r.authorization_details),
                 r.created_at,
                 r.expires_at,
                 r.interval,
@@ -369,7 +481,7 @@ class SQLiteStore(Store):
                 r.decided_at,
                 r.receipt_id,
                 r.token_jti,
-                json.dumps(r.upstream),
+                _dumps(r.upstream),
                 r.callback_state.value,
                 int(r.revoked),
             ),
@@ -429,47 +541,54 @@ class SQLiteStore(Store):
         if status not in (RequestStatus.APPROVED, RequestStatus.DENIED):
             raise ValueError(f"cannot decide a request as {status}")
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            # The user's decision is flushed to the disk at its commit (see the module docstring).
+            self._db.execute("PRAGMA synchronous=FULL")
             try:
-                changed = self._db.execute(
-                    "UPDATE requests SET status = ?, decided_at = ?, receipt_id = ? "
-                    # callback_state: an expiry sweep (on an instance whose clock runs ahead)
-                    # that closed the request excludes a late decision, atomically.
-                    "WHERE request_id = ? AND status = 'pending' AND expires_at > ? AND callback_state = 'none'",
-                    (status.value, now, receipt.receipt_id if receipt else None, request_id, now),
-                ).rowcount
-                if changed == 1 and receipt is not None:
-                    rc = receipt
-                    self._db.execute(
-                        "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            rc.receipt_id,
-                            rc.request_id,
-                            rc.user_id,
-                            rc.credential_id,
-                            rc.credential_public_key,
-                            rc.preimage,
-                            rc.challenge,
-                            json.dumps(rc.assertion),
-                            rc.rp_id,
-                            rc.origin,
-                            rc.created_at,
-                        ),
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    changed = self._db.execute(
+                        "UPDATE requests SET status = ?, decided_at = ?, receipt_id = ? "
+                        # callback_state: an expiry sweep (on an instance whose clock runs ahead)
+                        # that closed the request excludes a late decision, atomically.
+                        "WHERE request_id = ? AND status = 'pending' AND expires_at > ? AND callback_state = 'none'",
+                        (status.value, now, receipt.receipt_id if receipt else None, request_id, now),
+                    ).rowcount
+                    if changed == 1 and receipt is not None:
+                        rc = receipt
+                        self._db.execute(
+                            "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (
+                                rc.receipt_id,
+                                rc.request_id,
+                                rc.user_id,
+                                rc.credential_id,
+                                rc.credential_public_key,
+                                rc.preimage,
+                                rc.challenge,
+                                json.dumps(rc.assertion),
+                                rc.rp_id,
+                                rc.origin,
+                                rc.created_at,
+                            ),
+                        )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
         return changed == 1
 
     def mark_issued(self, request_id: str, *, jti: str) -> bool:
-        return (
-            self._exec(
-                "UPDATE requests SET status = 'issued', token_jti = ? WHERE request_id = ? AND status = 'approved'",
-                (jti, request_id),
+        # Flushed to the disk: after a power cut the request must not be redeemable again.
+        with self._lock:
+            return (
+                self._durable(
+                    "UPDATE requests SET status = 'issued', token_jti = ? WHERE request_id = ? AND status = 'approved'",
+                    (jti, request_id),
+                )
+                == 1
             )
-            == 1
-        )
 
     def set_upstream(self, request_id: str, upstream: dict[str, Any]) -> None:
         self._exec(
@@ -739,10 +858,14 @@ class SQLiteStore(Store):
 
     def pending_notifications(self, *, now: int) -> list[BackchannelRequest]:
         with self._lock:
+            # Two seeks in the partial index requests_notifications_due (its WHERE repeated word
+            # for word, so the planner may use it): the decided rows, then the expired ones.
             rows = self._db.execute(
                 "SELECT * FROM requests WHERE callback_state = 'none' "
-                "AND json_extract(upstream, '$.delivery') IN ('ping', 'push') "
-                "AND (status IN ('approved', 'denied') OR expires_at <= ?)",
+                "AND json_extract(upstream, '$.delivery') IN ('ping', 'push') AND status IN ('approved', 'denied') "
+                "UNION ALL SELECT * FROM requests WHERE callback_state = 'none' "
+                "AND json_extract(upstream, '$.delivery') IN ('ping', 'push') AND status IN ('pending', 'issued') "
+                "AND expires_at <= ?",
                 (now,),
             ).fetchall()
         return [r for r in (self._request(row) for row in rows) if r is not None]
@@ -755,17 +878,23 @@ class SQLiteStore(Store):
         )
 
     def _audited(self, sql: str, params: tuple[Any, ...], audit: AuditRecord) -> bool:
-        """Run one change and, if it changed a row, record ``audit``: one transaction."""
+        """Run one change and, if it changed a row, record ``audit``: one transaction, flushed to
+        the disk like a decision: a passkey revoked or a user disabled must not come back after
+        a power cut (nor lose the record of who did it)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("PRAGMA synchronous=FULL")
             try:
-                changed = self._db.execute(sql, params).rowcount
-                if changed:
-                    self._insert_audit(audit)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    changed = self._db.execute(sql, params).rowcount
+                    if changed:
+                        self._insert_audit(audit)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
         return bool(changed)
 
     def set_user_enabled(self, user_id: str, *, enabled: bool, audit: AuditRecord) -> bool:

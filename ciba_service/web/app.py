@@ -20,7 +20,8 @@ from ciba_service.server.wiring import build_provider
 from ciba_service.store import StoreUnavailable
 from ciba_service.web.approval import approval_routes
 from ciba_service.web.authzen import pep_routes
-from ciba_service.web.http import NO_STORE
+from ciba_service.web.hot_path import OAuthHotPath
+from ciba_service.web.http import error_answer
 from ciba_service.web.keycloak import keycloak_routes
 from ciba_service.web.metrics import Metrics, MetricsMiddleware
 from ciba_service.web.oauth import oauth_routes
@@ -82,40 +83,22 @@ def _install_log_redaction() -> None:
 
 
 def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
-    @app.exception_handler(OAuthError)
-    async def _oauth_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, OAuthError)
-        request.state.oauth_error = exc.error  # the outcome label of the request metric
-        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
+    async def _render(request: Request, exc: Exception) -> Response:
+        status, body, headers, outcome = error_answer(exc)
+        request.state.oauth_error = outcome  # the outcome label of the request metric
+        if isinstance(exc, StoreUnavailable):
+            metrics.store_errors.inc()
+            log.error("store unavailable: %s", exc.__cause__ or exc)
+        return JSONResponse(body, status_code=status, headers=headers)
 
-    @app.exception_handler(ApprovalError)
-    async def _approval_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApprovalError)
-        request.state.oauth_error = exc.code
-        return JSONResponse(
-            {"error": exc.code, "error_description": exc.description},
-            status_code=exc.status_code,
-            headers=NO_STORE,
-        )
-
-    @app.exception_handler(StoreUnavailable)
-    async def _store_unavailable(request: Request, exc: Exception) -> Response:
-        metrics.store_errors.inc()
-        request.state.oauth_error = "temporarily_unavailable"
-        # The store (Redis down, too slow, out of memory under noeviction, read-only after a
-        # failover; SQLite busy or failing I/O) cannot serve now: the caller may retry. Every
-        # guarded step is one atomic transition, so nothing is ever half done; but a timeout can
-        # strike after a Redis script ran and only its reply was lost, so the retry may find the
-        # step done (a redeemed auth_req_id is then invalid_grant, as for any second redemption).
-        log.error("store unavailable: %s", exc.__cause__ or exc)
-        body = {"error": "temporarily_unavailable", "error_description": "the service's store cannot be reached; retry"}
-        return JSONResponse(body, status_code=503, headers={**NO_STORE, "Retry-After": "5"})
+    app.add_exception_handler(OAuthError, _render)
+    app.add_exception_handler(ApprovalError, _render)
+    app.add_exception_handler(StoreUnavailable, _render)
 
     @app.exception_handler(Exception)
     async def _server_error(_: Request, exc: Exception) -> Response:
-        # A bug: the client gets an OAuth-shaped 500 without internals (logged by the server).
-        body = {"error": "server_error", "error_description": "the service failed to handle the request"}
-        return JSONResponse(body, status_code=500, headers=NO_STORE)
+        status, body, headers, _outcome = error_answer(exc)
+        return JSONResponse(body, status_code=status, headers=headers)
 
 
 def create_app(provider: Provider) -> FastAPI:
@@ -134,6 +117,9 @@ def create_app(provider: Provider) -> FastAPI:
     # not routing /metrics at the reverse proxy (README, "Metrics").
     app.add_route("/metrics", metrics.render, methods=["GET"], include_in_schema=False)
     _install_error_handlers(app, metrics)
+    # Outermost of our middleware: /bc-authorize and /token (what agents call in a loop) are
+    # answered here without FastAPI's routing, dependencies and thread hop (web/hot_path.py).
+    app.add_middleware(OAuthHotPath, provider=provider, metrics=metrics)
     app.include_router(oauth_routes(provider))
     app.include_router(approval_routes(provider))
     app.include_router(keycloak_routes(provider))

@@ -74,19 +74,20 @@ class EmbeddedIssuer:
 
     # the agent's request (CIBA 7) ------------------------------------------------------
     def resolve_user(self, hint: Hint) -> User:
-        store = self._context.store
+        # One store read: the user and whether they hold a passkey.
         if hint.kind == "user_id":
-            user = store.get_user(hint.value)
-            shown = user.username if user else hint.value
+            found = self._context.store.find_approver(user_id=hint.value)
+            shown = found[0].username if found else hint.value
         else:
-            user = store.find_user(hint.value)
+            found = self._context.store.find_approver(username=hint.value)
             shown = hint.value
-        if user is None:
+        if found is None:
             raise UnknownUserId(f"no enabled user matches the hint '{shown}'")
+        user, has_passkey = found
         if not user.enabled:
             # The client is authenticated; an operator disabled this user (`users disable`).
             raise UnknownUserId(f"user '{shown}' is disabled and cannot be asked to approve")
-        if not store.passkeys_for(user.user_id):
+        if not has_passkey:
             raise UnknownUserId(f"user '{shown}' has no passkey enrolled and cannot approve")
         return user
 

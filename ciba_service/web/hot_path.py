@@ -1,0 +1,179 @@
+"""``POST /bc-authorize`` and ``POST /token``, the two requests agents make in a loop, answered by
+a pure ASGI layer in front of FastAPI.
+
+What it saves per request, against a FastAPI route (measured under load, README "Performance"):
+the route matching, the dependency solving, the request and response objects, and above all the
+hop to a worker thread (anyio) for the synchronous provider call: where the provider says its
+calls never wait on a network (:attr:`~ciba_service.server.provider.Provider.serves_inline`:
+embedded mode on SQLite), they run on the event loop; otherwise they hop as before.
+
+It is a front door, not a second implementation: the protocol is the provider's, the translation
+of its results into HTTP is :mod:`ciba_service.web.oauth`'s (:func:`bc_authorize_answer`,
+:func:`token_answer`, shared with the FastAPI routes), and errors are answered by
+:func:`~ciba_service.web.http.error_answer`, as the app's exception handlers answer them. The body
+limit, the content-type rule and the form parsing are :mod:`ciba_service.web.http`'s. The request
+metric is counted here (the metrics middleware never sees these requests): a dictionary lookup
+and two lock-free increments, after the answer is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from prometheus_client import Counter
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ciba_service.core.errors import InvalidRequest
+from ciba_service.core.params import Params
+from ciba_service.server.provider import Provider
+from ciba_service.store import StoreUnavailable
+from ciba_service.web.http import (
+    MAX_FORM_BYTES,
+    BodyTooLarge,
+    check_declared_length,
+    check_form_content_type,
+    error_answer,
+    parse_form,
+)
+from ciba_service.web.metrics import Metrics
+from ciba_service.web.oauth import Answer, bc_authorize_answer, token_answer
+
+__all__ = ["OAuthHotPath"]
+
+log = logging.getLogger("ciba_service")
+
+# (params, headers) -> Answer, for one endpoint.
+_Handler = Callable[[Params, "_Headers"], Answer]
+
+
+class _Disconnected(Exception):
+    """The client went away before sending its whole body: nothing to answer."""
+
+
+class _Headers:
+    """The few request headers the endpoints read (names are lower-case bytes in ASGI)."""
+
+    __slots__ = ("authorization", "content_length", "content_type", "dpop")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.authorization: str | None = None
+        self.content_type: str | None = None
+        self.content_length: str | None = None
+        self.dpop: list[str] = []
+        for name, value in raw:
+            # The first of a repeated header, as Starlette's Headers.get gives it.
+            if name == b"authorization":
+                if self.authorization is None:
+                    self.authorization = value.decode("latin-1")
+            elif name == b"content-type":
+                if self.content_type is None:
+                    self.content_type = value.decode("latin-1")
+            elif name == b"content-length":
+                self.content_length = value.decode("latin-1")
+            elif name == b"dpop":
+                self.dpop.append(value.decode("latin-1"))
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    """The body, refused as soon as it passes ``limit`` bytes (as http.read_limited)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # orjson refuses integers past 64 bits; the standard library does not
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class OAuthHotPath:
+    def __init__(self, app: ASGIApp, *, provider: Provider, metrics: Metrics) -> None:
+        self.app = app
+        self._provider = provider
+        self._metrics = metrics
+        self._inline = provider.serves_inline
+        self._handlers: dict[str, _Handler] = {
+            "/bc-authorize": lambda params, headers: bc_authorize_answer(provider, params, headers.authorization),
+            "/token": lambda params, headers: token_answer(provider, params, headers.authorization, headers.dpop),
+        }
+        self._latency = {path: metrics.latency.labels(path) for path in self._handlers}
+        self._counters: dict[tuple[str, str], Counter] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = self._handlers.get(scope["path"])
+            if handler is not None:
+                await self._serve(scope["path"], handler, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _serve(self, path: str, handler: _Handler, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        failure: Exception | None = None
+        try:
+            answer = await self._answer(handler, scope, receive)
+            status, body, headers, outcome = answer.status, answer.body, answer.headers, str(answer.status)
+        except _Disconnected:
+            return
+        except Exception as exc:
+            answer = None
+            status, body, headers, outcome = error_answer(exc)
+            if isinstance(exc, StoreUnavailable):
+                self._metrics.store_errors.inc()
+                log.error("store unavailable: %s", exc.__cause__ or exc)
+            elif status == 500:
+                failure = exc
+        payload = _json(body)
+        raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": payload})
+        if answer is not None and answer.after is not None:
+            if self._inline:
+                answer.after()
+            else:
+                await run_in_threadpool(answer.after)
+        self._count(path, outcome)
+        self._latency[path].observe(time.perf_counter() - started)
+        if failure is not None:
+            # As for any route: answered with a 500, then raised for the server to log (and for
+            # test clients to see), after the request was counted.
+            raise failure
+
+    async def _answer(self, handler: _Handler, scope: Scope, receive: Receive) -> Answer:
+        headers = _Headers(scope["headers"])
+        check_form_content_type(headers.content_type)
+        try:
+            check_declared_length(headers.content_length, MAX_FORM_BYTES)
+            body = await _read_body(receive, MAX_FORM_BYTES)
+        except BodyTooLarge:
+            raise InvalidRequest("request body too large") from None
+        params = parse_form(body)
+        if self._inline:
+            return handler(params, headers)
+        answer: Answer = await run_in_threadpool(handler, params, headers)
+        return answer
+
+    def _count(self, path: str, outcome: str) -> None:
+        counter = self._counters.get((path, outcome))
+        if counter is None:
+            counter = self._counters[(path, outcome)] = self._metrics.requests.labels(path, outcome)
+        counter.inc()
