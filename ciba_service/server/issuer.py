@@ -32,7 +32,8 @@ __all__ = ["BackchannelResult", "ChannelResult", "Issuer", "TokenResult"]
 class BackchannelResult:
     response: dict[str, Any]
     # The notice to send the request's user (already in the store's outbox, leased to this
-    # instance); None when nothing is to be sent from here (keycloak mode: the channel sends).
+    # instance); None when nothing is to be sent from here (keycloak mode: the channel sends; a
+    # notifier that tells nobody: nothing is sent at all).
     notice: ApprovalNotice | None
     request: BackchannelRequest | None
     status_code: int = 200

@@ -36,6 +36,10 @@ class ApprovalNotice:
 
 
 class Notifier(ABC):
+    # Whether this notifier tells anyone anything. A notifier that never delivers (``none``)
+    # needs no outbox: the service then writes no entry at all (server/outbox.py).
+    delivers = True
+
     @abstractmethod
     def notify(self, notice: ApprovalNotice) -> None:
         """Deliver the notice; never raise (a failed notification leaves the request pending
@@ -56,6 +60,8 @@ class Notifier(ABC):
 
 
 class NullNotifier(Notifier):
+    delivers = False
+
     def notify(self, notice: ApprovalNotice) -> None:
         return None
 

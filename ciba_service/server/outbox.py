@@ -14,6 +14,11 @@ lease) and sends them again, as long as their request is still pending and unexp
 decided or expired requests are dropped by the claim. So the user is told exactly once in normal
 operation and at least once after a crash (twice only when a sender died, or outlived its lease,
 after delivering but before recording it).
+
+With a notifier that tells nobody (``notifier = "none"``, :attr:`Notifier.delivers` False) there is
+nothing to deliver, so nothing to keep: no entry is written (:meth:`Outbox.entry` gives None) and
+nothing is sent or deleted after answering. With any other notifier the entry is written in the
+request's own transaction, as above.
 """
 
 from __future__ import annotations
@@ -44,9 +49,16 @@ class Outbox:
         included), so a live sender is never doubled; after it, another sender takes over."""
         return self._context.settings.notice_lease
 
-    def entry(self, request: BackchannelRequest, notice: ApprovalNotice) -> OutboxEntry:
+    @property
+    def needed(self) -> bool:
+        """Whether the notifier delivers anything, so notices must be kept until it has."""
+        return self._context.notifier.delivers
+
+    def entry(self, request: BackchannelRequest, notice: ApprovalNotice) -> OutboxEntry | None:
         """The outbox entry to store with ``request``, leased to this instance (which sends it
-        right after answering, see :meth:`send`)."""
+        right after answering, see :meth:`send`); None when the notifier tells nobody."""
+        if not self.needed:
+            return None
         now = self._context.now()
         return OutboxEntry(
             request_id=request.request_id,
@@ -61,7 +73,10 @@ class Outbox:
     def send(self, request_id: str, notice: ApprovalNotice) -> None:
         """Hand a notice this instance holds the lease of to the notifier; the entry is deleted
         when the notifier confirms delivery. Never raises: an entry not confirmed is sent again
-        by a sweep once its lease has run out."""
+        by a sweep once its lease has run out. With a notifier that tells nobody, nothing: no
+        entry was written."""
+        if not self.needed:
+            return
         try:
             self._context.notifier.send(notice, lambda: self._delivered(request_id))
         except Exception:  # a notifier bug must not lose the notice: the sweep retries it

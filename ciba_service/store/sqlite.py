@@ -444,6 +444,10 @@ class SQLiteStore(Store):
         if outbox is not None and outbox.request_id != request.request_id:
             raise ValueError("the outbox entry belongs to another request")
         with self._lock:
+            if outbox is None:
+                # One statement is its own transaction (autocommit): no BEGIN and COMMIT to run.
+                self._insert_request(request)
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._insert_request(request)

@@ -34,7 +34,7 @@ from ciba_service.config import Settings
 from ciba_service.core.model import BackchannelRequest, OutboxEntry, RequestStatus
 from ciba_service.core.params import Params
 from ciba_service.core.security import hash_secret, sha256_b64url
-from ciba_service.server.notify import ApprovalNotice, Notifier, WebhookNotifier
+from ciba_service.server.notify import ApprovalNotice, Notifier, NullNotifier, WebhookNotifier
 from ciba_service.server.provider import Provider
 from ciba_service.server.wiring import build_provider
 from ciba_service.store import RedisStore, SQLiteStore, Store, StoreConflict
@@ -345,6 +345,41 @@ def test_a_delivered_notice_is_recorded_and_never_resent(shared: Settings) -> No
         assert provider.sweep_notices() == 0
         assert provider.sweep_expired() == 0
         assert notifier.notices == [notice]
+
+
+class SilentNotifier(RecordingNotifier):
+    """Records every attempt and never confirms one (a delivery still under way)."""
+
+    def send(self, notice: ApprovalNotice, on_delivered: Callable[[], None]) -> None:
+        self.notices.append(notice)
+
+
+def test_with_a_real_notifier_the_notice_is_written_with_the_request(shared: Settings) -> None:
+    """The entry is in the store as soon as the agent has its answer, before any delivery."""
+    clock, notifier = Clock(), SilentNotifier()
+    with instance(shared, clock, notifier, username="alice") as (provider, _, _):
+        result = provider.backchannel_authenticate(bc_params(), basic())
+        assert result.request is not None and result.notice is not None
+        [due] = provider.store.outbox_due(now=provider.now() + LEASE, limit=10)
+        assert due.request_id == result.request.request_id
+        assert ApprovalNotice(**due.notice) == result.notice
+        assert notifier.notices == []  # written before, and without, any attempt to send
+
+
+def test_a_notifier_that_tells_nobody_gets_no_outbox_entry(shared: Settings) -> None:
+    """``notifier = "none"``: nothing to deliver, so nothing written, sent or deleted; the request
+    itself is stored as always."""
+    clock = Clock()
+    with instance(shared, clock, NullNotifier()) as (provider, client, authenticator):
+        enroll(provider, client, "alice", authenticator)
+        response = client.post("/bc-authorize", data=dict(bc_params().items()), auth=(AGENT_ID, AGENT_SECRET))
+        assert response.status_code == 200
+        result = provider.backchannel_authenticate(bc_params(), basic())
+        assert result.notice is None and result.request is not None
+        assert provider.store.get_request(result.request.request_id) is not None
+        assert provider.store.outbox_due(now=provider.now() + 10 * LEASE, limit=10) == []
+        clock.advance(LEASE)
+        assert provider.sweep_notices() == 0
 
 
 def test_a_failed_delivery_is_retried_by_the_sweep_after_the_lease(shared: Settings) -> None:

@@ -132,10 +132,15 @@ class EmbeddedIssuer:
             nonce=new_id(16),
             upstream=upstream,
         )
-        notice = context.notice_for(request, user)
-        # The notice goes into the store with the request, in one step: once the agent has its
-        # auth_req_id, the user is sure to be told, even if this process dies right after.
-        context.store.add_request(request, outbox=self.outbox.entry(request, notice))
+        notice = None
+        if self.outbox.needed:
+            notice = context.notice_for(request, user)
+            # The notice goes into the store with the request, in one step: once the agent has
+            # its auth_req_id, the user is sure to be told, even if this process dies right after.
+            context.store.add_request(request, outbox=self.outbox.entry(request, notice))
+        else:
+            # The notifier tells nobody (``none``): no notice to write, send or delete.
+            context.store.add_request(request)
         response: dict[str, Any] = {"auth_req_id": auth_req_id, "expires_in": validated.expires_in}
         if mode != "push":  # CIBA 7.3: interval only where the client polls
             response["interval"] = request.interval
