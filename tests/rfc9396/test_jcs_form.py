@@ -1,5 +1,6 @@
 """The validator's check that an entry has an RFC 8785 form (without serializing it) answers
-exactly as rfc8785.dumps does, on every JSON-like value, hostile ones included."""
+exactly as rfc8785.dumps does, on every JSON-like value, hostile ones included; and the fast path
+for plain entries (_is_plain) skips only walks that would pass."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ciba_service.rfc9396.validation import _has_jcs_form
+from ciba_service.core.errors import InvalidAuthorizationDetails
+from ciba_service.rfc9396.validation import _MAX_DEPTH, _check_text, _depth, _has_jcs_form, _is_plain
 
 _LIMIT = 2**53 - 1
 texts = st.text(alphabet=st.characters(codec=None, min_codepoint=0, max_codepoint=0x10FFFF), max_size=8)
@@ -59,3 +61,43 @@ def test_the_edges() -> None:
     ]:
         assert _has_jcs_form(value) is expected, value
         assert _dumps_ok(value) is expected, value
+
+
+def _text_ok(value: Any) -> bool:
+    try:
+        for key, item in value.items():
+            _check_text(0, key, item)
+    except InvalidAuthorizationDetails:
+        return False
+    return True
+
+
+entries = st.dictionaries(texts | st.just("\ud834") | st.sampled_from(["type", "actions"]), values, max_size=5)
+
+
+@settings(max_examples=500, deadline=None)
+@given(entries | st.dictionaries(st.sampled_from(["a", "b", "c"]), scalars | st.lists(texts, max_size=3)))
+def test_a_plain_entry_passes_the_walks_it_skips(entry: dict[str, Any]) -> None:
+    """_is_plain lets _check_entry skip _depth, _check_text and _has_jcs_form: only for entries
+    all three would pass."""
+    if _is_plain(entry):
+        assert _depth(entry) <= _MAX_DEPTH
+        assert _text_ok(entry)
+        assert _has_jcs_form(entry) and _dumps_ok(entry)
+
+
+def test_what_is_plain() -> None:
+    assert _is_plain({"type": "t", "actions": ["read", "write"], "n": 2**53 - 1, "b": True, "z": None, "e": []})
+    for entry in [
+        {"n": 2**53},
+        {"f": 0.5},
+        {"o": {"k": "v"}},
+        {"l": [1]},
+        {"l": [["x"]]},
+        {"s": "é"},
+        {"s": "tab\there"},
+        {"s": "\u202e"},
+        {"k\u200b": "v"},
+        {"s": "\ud800"},
+    ]:
+        assert not _is_plain(entry), entry

@@ -10,7 +10,7 @@ from typing import Any
 from ciba_service.core.errors import ChannelError, InvalidGrant, UnknownUserId
 from ciba_service.core.model import BackchannelRequest, CallbackState, RequestStatus, User
 from ciba_service.core.params import Params
-from ciba_service.core.security import new_id, sha256_b64url
+from ciba_service.core.security import new_ids, sha256_b64url
 from ciba_service.jose.client_assertion import ASSERTION_ALGORITHMS
 from ciba_service.server.backchannel import Hint, validate_backchannel_request
 from ciba_service.server.context import ServerContext
@@ -104,7 +104,9 @@ class EmbeddedIssuer:
         user = self.resolve_user(validated.hint)
         self.user_codes.check(user, validated.user_code)
         now = context.now()
-        auth_req_id = new_id(32)  # 256 bits; CIBA 7.3 asks for unguessable
+        # One read of the random source for the four ids: auth_req_id 256 bits (CIBA 7.3 asks
+        # for unguessable), request id, approval id (256 bits) and nonce.
+        auth_req_id, request_id, approval_id, nonce = new_ids(32, 16, 32, 16)
         mode = client.client.backchannel_token_delivery_mode
         upstream: dict[str, Any] = {}
         if mode != "poll":
@@ -117,9 +119,9 @@ class EmbeddedIssuer:
                 "auth_req_id": auth_req_id,
             }
         request = BackchannelRequest(
-            request_id=new_id(16),
+            request_id=request_id,
             auth_req_id_hash=sha256_b64url(auth_req_id),
-            approval_id=new_id(32),
+            approval_id=approval_id,
             client_id=client.client.client_id,
             client_name=client.client.name or client.client.client_id,
             user_id=user.user_id,
@@ -129,7 +131,7 @@ class EmbeddedIssuer:
             created_at=now,
             expires_at=now + validated.expires_in,
             interval=context.settings.poll_interval,
-            nonce=new_id(16),
+            nonce=nonce,
             upstream=upstream,
         )
         notice = None
