@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from ciba_service.config import Settings, load_settings
 from ciba_service.core.errors import ApprovalError, OAuthError
@@ -101,8 +102,27 @@ def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         return JSONResponse(body, status_code=status, headers=headers)
 
 
+class _App(FastAPI):
+    """FastAPI, with the POSTs of web/hot_path.py answered before FastAPI's own per-request work
+    (its telemetry check, which looks up OpenTelemetry's global providers and the environment on
+    every request, and its error and body-limit middleware, which the hot path does without:
+    it renders its own errors and limits its own body). Everything else is FastAPI's."""
+
+    hot_path: OAuthHotPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hot_path = self.hot_path
+        if hot_path is not None and scope["type"] == "http" and scope["method"] == "POST":
+            await hot_path(scope, receive, send)  # other paths go on to FastAPI
+            return
+        await super().__call__(scope, receive, send)
+
+    async def _fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+
 def create_app(provider: Provider) -> FastAPI:
-    app = FastAPI(
+    app = _App(
         title="ciba-service",
         summary="Just-in-time, passkey-approved authorization for AI agents (OpenID CIBA + RFC 9396)",
         version="0.1.0",
@@ -117,9 +137,10 @@ def create_app(provider: Provider) -> FastAPI:
     # not routing /metrics at the reverse proxy (README, "Metrics").
     app.add_route("/metrics", metrics.render, methods=["GET"], include_in_schema=False)
     _install_error_handlers(app, metrics)
-    # Outermost of our middleware: /bc-authorize and /token (what agents call in a loop) are
-    # answered here without FastAPI's routing, dependencies and thread hop (web/hot_path.py).
-    app.add_middleware(OAuthHotPath, provider=provider, metrics=metrics)
+    # In front of FastAPI itself: /bc-authorize and /token (what agents call in a loop) are
+    # answered without FastAPI's per-request work, routing, dependencies and thread hop
+    # (web/hot_path.py; _App).
+    app.hot_path = OAuthHotPath(app._fastapi, provider=provider, metrics=metrics)
     app.include_router(oauth_routes(provider))
     app.include_router(approval_routes(provider))
     app.include_router(keycloak_routes(provider))
