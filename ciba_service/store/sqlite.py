@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,7 @@ from ciba_service.core.model import (
 from ciba_service.store.base import Store
 from ciba_service.store.errors import unavailable_when
 
-__all__ = ["SQLiteStore"]
+__all__ = ["SQLiteStore", "deferred_requests"]
 
 # Primary result codes (the low byte of an extended code) of the failures a caller may retry:
 # another connection holds the lock past the busy timeout (BUSY, LOCKED), the disk fails (IOERR)
@@ -65,6 +67,14 @@ def _dumps(value: Any) -> str:
         return orjson.dumps(value).decode("utf-8")
     except TypeError:
         return json.dumps(value)
+
+
+# New requests held back for a group commit: while a list is set here (in the task of one
+# request, by web/hot_path.py), SQLiteStore.add_request appends to it instead of writing, and the
+# caller commits what it holds with SQLiteStore.add_requests before answering.
+deferred_requests: ContextVar[list[tuple[BackchannelRequest, OutboxEntry | None]] | None] = ContextVar(
+    "ciba_deferred_requests", default=None
+)
 
 
 def _unavailable(exc: Exception) -> bool:
@@ -443,20 +453,34 @@ class SQLiteStore(Store):
     def add_request(self, request: BackchannelRequest, *, outbox: OutboxEntry | None = None) -> None:
         if outbox is not None and outbox.request_id != request.request_id:
             raise ValueError("the outbox entry belongs to another request")
+        held = deferred_requests.get()
+        if held is not None:
+            # A group commit is collecting (web/hot_path.py): it commits this with the others
+            # of the moment, in add_requests, before anyone is answered.
+            held.append((request, outbox))
+            return
+        self.add_requests([(request, outbox)])
+
+    def add_requests(self, items: Sequence[tuple[BackchannelRequest, OutboxEntry | None]]) -> None:
+        """New requests, each with its outbox entry if any, in one transaction: all or none."""
+        for request, outbox in items:
+            if outbox is not None and outbox.request_id != request.request_id:
+                raise ValueError("the outbox entry belongs to another request")
         with self._lock:
-            if outbox is None:
+            if len(items) == 1 and items[0][1] is None:
                 # One statement is its own transaction (autocommit): no BEGIN and COMMIT to run.
-                self._insert_request(request)
+                self._insert_request(items[0][0])
                 return
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._insert_request(request)
-                if outbox is not None:
-                    o = outbox
-                    self._db.execute(
-                        "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)",
-                        (o.request_id, _dumps(o.notice), o.created_at, o.expires_at, o.claimed_until, o.attempts),
-                    )
+                for request, outbox in items:
+                    self._insert_request(request)
+                    if outbox is not None:
+                        o = outbox
+                        self._db.execute(
+                            "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)",
+                            (o.request_id, _dumps(o.notice), o.created_at, o.expires_at, o.claimed_until, o.attempts),
+                        )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
