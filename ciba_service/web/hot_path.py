@@ -5,7 +5,9 @@ What it saves per request, against a FastAPI route (measured under load, README 
 the route matching, the dependency solving, the request and response objects, and above all the
 hop to a worker thread (anyio) for the synchronous provider call: where the provider says its
 calls never wait on a network (:attr:`~ciba_service.server.provider.Provider.serves_inline`:
-embedded mode on SQLite), they run on the event loop; otherwise they hop as before.
+embedded mode on SQLite), they run on the event loop; otherwise they hop as before. On SQLite the
+new requests of one turn of the event loop are committed together (:class:`_GroupCommit`), each
+answered only once committed.
 
 It is a front door, not a second implementation: the protocol is the provider's, the translation
 of its results into HTTP is :mod:`ciba_service.web.oauth`'s (:func:`bc_authorize_answer`,
