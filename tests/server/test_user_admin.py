@@ -116,7 +116,11 @@ def test_a_disabled_user_cannot_be_asked_nor_approve_what_was_pending(any_env: E
     assert admin.set_enabled("alice", enabled=True) is True
     assert env.bc_authorize().status_code == 200
     records = admin.audit(username="alice")
-    assert [(r.action, r.actor) for r in records] == [("user.enabled", "ops-oncall"), ("user.disabled", "ops-oncall")]
+    assert [(r.action, r.actor) for r in records] == [
+        ("user.enabled", "ops-oncall"),
+        ("user.disabled", "ops-oncall"),
+        ("passkey.enrolled", "alice (enrollment link)"),
+    ]
     assert records[0].detail == {"username": "alice"}
 
 
@@ -139,10 +143,16 @@ def test_a_revoked_passkey_no_longer_verifies(any_env: Env) -> None:
     assert env.bc_authorize().json()["error"] == "unknown_user_id"
     # An approval made with it stays verifiable: the receipt keeps its own copy of the key.
     assert env.provider.verify_receipt(approved["receipt"])["valid"] is True
-    [record] = admin.audit()
-    assert (record.action, record.actor, record.detail["credential_id"]) == (
+    revoked_record, enrolled_record = admin.audit(username="alice")
+    assert (revoked_record.action, revoked_record.actor, revoked_record.detail["credential_id"]) == (
         "passkey.revoked",
         "ops",
+        info.credential_id,
+    )
+    # The passkey's enrollment (through the one-time link) is on record too.
+    assert (enrolled_record.action, enrolled_record.actor, enrolled_record.detail["credential_id"]) == (
+        "passkey.enrolled",
+        "alice (enrollment link)",
         info.credential_id,
     )
 
@@ -169,6 +179,24 @@ def test_adding_a_user_and_links_are_audited(env: Env) -> None:
     admin.set_user_code("bob", None)
     actions = [r.action for r in admin.audit(username="bob")]
     assert actions == ["user_code.cleared", "user_code.set", "user.enrollment_link", "user.added"]
+
+
+def test_a_passkey_enrolled_through_the_link_is_audited(any_env: Env) -> None:
+    env = any_env
+    admin = UserAdministration(env.provider, actor="ops")
+    link = admin.add_user("carol")
+    token = link.rsplit("/", 1)[1]
+    options = env.client.post(f"/enroll/{token}/options", json={}).json()
+    credential = env.authenticator.create(options, origin=BASE)
+    assert env.client.post(f"/enroll/{token}/complete", json={"credential": credential}).status_code == 200
+    [info] = admin.passkeys("carol")
+    enrolled, added = admin.audit(username="carol")
+    assert (enrolled.action, enrolled.actor, enrolled.detail) == (
+        "passkey.enrolled",
+        "carol (enrollment link)",
+        {"username": "carol", "credential_id": info.credential_id},
+    )
+    assert added.action == "user.added"
 
 
 def test_passkey_ids_are_shown_as_typed_back(env: Env) -> None:
@@ -215,4 +243,5 @@ def test_keycloak_mode_leaves_users_and_passkeys_to_keycloak(env: Env) -> None:
     with pytest.raises(AdministrationError, match="delete the credential in Keycloak"):
         admin.revoke_passkey("alice", "whatever")
     assert len(admin.passkeys("alice")) == 1  # listing the mirrored passkeys still works
-    assert admin.audit() == []
+    # Nothing refused was recorded (the one record is the fixture's own enrollment of alice).
+    assert [r.action for r in admin.audit()] == ["passkey.enrolled"]

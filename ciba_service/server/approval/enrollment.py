@@ -4,6 +4,7 @@ and the passkey stored for the user. In keycloak mode users register passkeys in
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,12 +19,14 @@ from webauthn.helpers.structs import (
 )
 
 from ciba_service.core.errors import ApprovalAlreadyDecided, ApprovalExpired, ApprovalNotFound, EnrollmentError
-from ciba_service.core.model import Enrollment, Passkey, User
-from ciba_service.core.security import new_id, sha256_b64url
+from ciba_service.core.model import AuditRecord, Enrollment, Passkey, User
+from ciba_service.core.security import b64url_encode, new_id, sha256_b64url
 from ciba_service.server.approval.branding import service_branding
 from ciba_service.server.context import ServerContext
 
 __all__ = ["Enrollments", "registration_options", "verify_enrollment"]
+
+audit_log = logging.getLogger("ciba_service.audit")
 
 
 def registration_options(
@@ -169,6 +172,20 @@ class Enrollments:
         if not store.consume_enrollment(enrollment.token_hash, now=context.now()):
             raise ApprovalAlreadyDecided("this enrollment link has been used")
         store.add_passkey(passkey)
+        # In the audit beside the operators' changes: a passkey that appears on an account is a
+        # credential that can approve from now on, so who added it (the holder of the one-time
+        # link, which an operator handed out: `user.enrollment_link`) and when must be on record,
+        # as its revocation is.
+        record = AuditRecord(
+            record_id=new_id(16),
+            at=context.now(),
+            actor=f"{user.username} (enrollment link)",
+            action="passkey.enrolled",
+            subject=user.user_id,
+            detail={"username": user.username, "credential_id": b64url_encode(passkey.credential_id)},
+        )
+        store.add_audit(record)
+        audit_log.info("%s by %s: %s %s", record.action, record.actor, record.subject, record.detail)
         return {"status": "enrolled", "username": user.username}
 
 
