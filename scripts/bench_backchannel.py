@@ -54,6 +54,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "bench"))
 
@@ -119,6 +120,22 @@ def report(label: str, result: bk.LoadResult, expected: str, extra: str = "") ->
     return ok
 
 
+def bench_bc_authorize(
+    args: argparse.Namespace, figures: Figures, url: str, authorization: str, common: dict[str, Any]
+) -> None:
+    """The same valid /bc-authorize request for either server: a warm-up, then the measured run."""
+
+    def run(duration: float) -> bk.LoadResult:
+        return bk.run_wrk(
+            url, mode="body", authorization=authorization, arg=bk.backchannel_body(), duration=duration, **common
+        )
+
+    if args.warmup > 0:
+        run(args.warmup)
+    figures.bc = measured(args, lambda: run(args.duration))
+    figures.bc_ok = report("bc-authorize", figures.bc, "200:auth_req_id")
+
+
 def bench_reference(args: argparse.Namespace, workdir: Path) -> Figures:
     figures = Figures("oidc-provider")
     with bk.NodeReference(workdir / "oidc-provider") as ref:
@@ -131,27 +148,7 @@ def bench_reference(args: argparse.Namespace, workdir: Path) -> Figures:
         url = ref.url + ref.backchannel_path
         assert ref.proc is not None
         common = {"connections": args.connections, "threads": args.wrk_threads, "server_pids": [ref.proc.pid]}
-        if args.warmup > 0:
-            bk.run_wrk(
-                url,
-                mode="body",
-                authorization=ref.authorization,
-                arg=bk.backchannel_body(),
-                duration=args.warmup,
-                **common,
-            )
-        figures.bc = measured(
-            args,
-            lambda: bk.run_wrk(
-                url,
-                mode="body",
-                authorization=ref.authorization,
-                arg=bk.backchannel_body(),
-                duration=args.duration,
-                **common,
-            ),
-        )
-        figures.bc_ok = report("bc-authorize", figures.bc, "200:auth_req_id")
+        bench_bc_authorize(args, figures, url, ref.authorization, common)
         ids = bk.create_pending(url, authorization=ref.authorization, count=args.node_token_ids)
         check = bk.paced_load(
             ref.url + ref.token_path,
@@ -191,27 +188,7 @@ def bench_ciba(args: argparse.Namespace, workdir: Path, workers: int) -> Figures
         )
         url = server.url + "/bc-authorize"
         common = {"connections": args.connections, "threads": args.wrk_threads, "server_pids": server.pids()}
-        if args.warmup > 0:
-            bk.run_wrk(
-                url,
-                mode="body",
-                authorization=server.authorization,
-                arg=bk.backchannel_body(),
-                duration=args.warmup,
-                **common,
-            )
-        figures.bc = measured(
-            args,
-            lambda: bk.run_wrk(
-                url,
-                mode="body",
-                authorization=server.authorization,
-                arg=bk.backchannel_body(),
-                duration=args.duration,
-                **common,
-            ),
-        )
-        figures.bc_ok = report("bc-authorize", figures.bc, "200:auth_req_id")
+        bench_bc_authorize(args, figures, url, server.authorization, common)
         id_file = workdir / f"ciba-w{workers}-ids.txt"
 
         def poll_run() -> bk.LoadResult:

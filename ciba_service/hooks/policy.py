@@ -5,7 +5,7 @@ same engine).
 
 A hook's policy file is a ``pep`` policy (``default``, ``[tools.<name>]`` with ``decision`` and
 ``rules``; tool names may be globs such as ``"mcp__prod-*"``) plus the hook's own keys:
-``type`` (the ``authorization_details`` type of the entries the hook builds), ``agent`` and
+``type`` (the ``authorization_details`` type of the entries the hook builds) and
 ``[service]`` (where to ask, read by :class:`~ciba_service.hooks.guard.ServiceConfig`). Two
 condition operators exist for hooks and serve everyone: ``matches`` (regular expressions
 searched in a Bash command) and ``path`` (globs on the path a write resolves to).
@@ -155,7 +155,6 @@ class HookPolicy:
 
     policy: Policy
     type: str = "coding_agent_tool"
-    agent: str = "coding agent"
     service: Mapping[str, Any] = field(default_factory=dict)
     tools: AgentTools = CLAUDE_CODE_TOOLS
 
@@ -191,10 +190,11 @@ class HookPolicy:
             policy = Policy.from_dict(rest, source=source, entry_by_caller=True)
         except MappingError as exc:
             raise PolicyError(str(exc)) from None
+        if "agent" in data:  # accepted for older files, checked, and not used
+            _text(data["agent"], f"{source}: agent")
         return cls(
             policy=policy,
             type=_text(data.get("type", "coding_agent_tool"), f"{source}: type"),
-            agent=_text(data.get("agent", "coding agent"), f"{source}: agent"),
             service=service,
             tools=tools,
         )
