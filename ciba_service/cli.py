@@ -220,7 +220,7 @@ def serve(
 
     from ciba_service.server.tokens import SigningKey
     from ciba_service.web.app import build_app
-    from ciba_service.web.serving import OneWriteHttpToolsProtocol
+    from ciba_service.web.serving import HotPathHttpToolsProtocol
 
     settings, choice = _settings(config)
     with _configuration_errors():
@@ -246,7 +246,7 @@ def serve(
         "host": host,
         "port": port,
         "log_level": "info",
-        "http": OneWriteHttpToolsProtocol,
+        "http": HotPathHttpToolsProtocol,
         "loop": "auto",
         "access_log": access_log,
     }

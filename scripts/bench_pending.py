@@ -61,7 +61,7 @@ import benchkit as bk
 import httpx
 
 from ciba_service.core.model import BackchannelRequest
-from ciba_service.core.security import new_id, sha256_b64url
+from ciba_service.core.security import auth_req_id_key, new_id, time_prefix
 from ciba_service.store import RedisStore, SQLiteStore, Store
 
 POLLED_IDS = 100
@@ -128,14 +128,16 @@ def fill(
     picked: list[str] = []
     start = time.perf_counter()
     for i in range(count):
-        auth_req_id = new_id(32)
+        # The ids as the service makes them: behind their creation time (core/security.time_prefix).
+        made = time_prefix()
+        auth_req_id = made + new_id(32)
         now = int(time.time())
         store.add_request(
             dataclasses.replace(
                 template,
-                request_id=new_id(16),
-                auth_req_id_hash=sha256_b64url(auth_req_id),
-                approval_id=new_id(32),
+                request_id=made + new_id(16),
+                auth_req_id_hash=auth_req_id_key(auth_req_id),
+                approval_id=made + new_id(32),
                 nonce=new_id(16),
                 created_at=now,
                 expires_at=now + expiry,
@@ -213,7 +215,7 @@ def run_size(
         else:
             store = SQLiteStore(server.store_files()[0])
         first = real_request(server)
-        template = store.find_request_by_auth_req_id(sha256_b64url(first))
+        template = store.find_request_by_auth_req_id(auth_req_id_key(first))
         assert template is not None, "the real request is not in the store"
         measure: Callable[[], int]
         if redis is not None:

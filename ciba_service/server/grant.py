@@ -27,7 +27,7 @@ from ciba_service.core.model import BackchannelRequest, RequestStatus
 from ciba_service.core.params import Params
 from ciba_service.core.protocol import CIBA_GRANT_TYPE
 from ciba_service.core.replay import ReplayCache
-from ciba_service.core.security import sha256_b64url
+from ciba_service.core.security import auth_req_id_key
 from ciba_service.server.backchannel import check_client_may_use_ciba
 from ciba_service.server.context import ServerContext
 from ciba_service.server.tokens import approval_claim, mint_access_token, mint_id_token
@@ -103,7 +103,7 @@ class CibaGrant:
             # CIBA 10.3: a push client receives its tokens at its notification endpoint only.
             raise UnauthorizedClient("this client is registered for push delivery; tokens are pushed")
         auth_req_id = params.required("auth_req_id")
-        request = context.store.find_request_by_auth_req_id(sha256_b64url(auth_req_id))
+        request = context.store.find_request_by_auth_req_id(auth_req_id_key(auth_req_id))
         if request is None:
             raise InvalidGrant("auth_req_id is unknown")
         if request.client_id != client.client.client_id:

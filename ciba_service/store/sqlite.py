@@ -134,7 +134,10 @@ CREATE TABLE IF NOT EXISTS requests (
     callback_state TEXT NOT NULL DEFAULT 'none',
     revoked INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS requests_token_jti ON requests(token_jti);
+-- The issued requests by their token's jti (revocation, introspection): only issued requests are
+-- in it, so a new request writes no entry (partial; replaces the full index requests_token_jti).
+DROP INDEX IF EXISTS requests_token_jti;
+CREATE INDEX IF NOT EXISTS requests_issued_jti ON requests(token_jti) WHERE token_jti IS NOT NULL;
 -- The sweep's ping/push deliveries due (pending_notifications): only undelivered ping/push
 -- requests are in it, so the sweep reads the rows due, not the table (poll requests never enter).
 CREATE INDEX IF NOT EXISTS requests_notifications_due ON requests(status, expires_at)

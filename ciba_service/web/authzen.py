@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from ciba_service.core.errors import InvalidClient, InvalidRequest, OAuthError, UnauthorizedClient
 from ciba_service.core.model import RequestStatus
 from ciba_service.core.params import Params
-from ciba_service.core.security import sha256_b64url
+from ciba_service.core.security import auth_req_id_key
 from ciba_service.jose.jwks import JwksCache, KeySource, StaticKeys
 from ciba_service.pep.authzen import AuthZenError, PolicyDecisionPoint
 from ciba_service.pep.policy import Policy, load_policy
@@ -88,7 +88,7 @@ def pep_routes(provider: Provider, *, policy: Policy | None = None) -> APIRouter
             auth_req_id = params.required("auth_req_id")
             if provider.mode == "keycloak":
                 raise InvalidRequest("approval links are relayed in embedded mode only")
-            found = provider.store.find_request_by_auth_req_id(sha256_b64url(auth_req_id))
+            found = provider.store.find_request_by_auth_req_id(auth_req_id_key(auth_req_id))
             # Another client's request is "unknown", not "forbidden": ids do not leak across clients.
             if found is None or found.client_id != client_id:
                 raise InvalidRequest("unknown auth_req_id")

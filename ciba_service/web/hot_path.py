@@ -25,7 +25,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from prometheus_client import Counter
@@ -49,19 +49,19 @@ from ciba_service.web.http import (
 from ciba_service.web.metrics import Metrics
 from ciba_service.web.oauth import Answer, bc_authorize_answer, token_answer
 
-__all__ = ["OAuthHotPath"]
+__all__ = ["Headers", "OAuthHotPath", "Rendered"]
 
 log = logging.getLogger("ciba_service")
 
 # (params, headers) -> Answer, for one endpoint.
-_Handler = Callable[[Params, "_Headers"], Answer]
+_Handler = Callable[[Params, "Headers"], Answer]
 
 
 class _Disconnected(Exception):
     """The client went away before sending its whole body: nothing to answer."""
 
 
-class _Headers:
+class Headers:
     """The few request headers the endpoints read (names are lower-case bytes in ASGI)."""
 
     __slots__ = ("authorization", "content_length", "content_type", "dpop")
@@ -85,8 +85,10 @@ class _Headers:
                 self.dpop.append(value.decode("latin-1"))
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    """The body, refused as soon as it passes ``limit`` bytes (as http.read_limited)."""
+async def _read_body(receive: Receive, limit: int, headers: Headers) -> bytes:
+    """The body, refused as soon as it passes ``limit`` bytes (as http.read_limited), or before
+    it is read when its declared length does."""
+    check_declared_length(headers.content_length, limit)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -127,13 +129,14 @@ class _GroupCommit:
         self._store = store
         self._waiting: list[tuple[list[_Row], asyncio.Future[None]]] = []
 
-    async def commit(self, rows: list[_Row]) -> None:
+    def commit(self, rows: list[_Row]) -> asyncio.Future[None]:
+        """A future that is done once ``rows`` are committed (its exception: why they were not)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         if not self._waiting:
             loop.call_soon(self._flush)
         self._waiting.append((rows, future))
-        await future
+        return future
 
     def _flush(self) -> None:
         waiting, self._waiting = self._waiting, []
@@ -162,15 +165,33 @@ def _json(body: dict[str, Any]) -> bytes:
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+class Rendered(NamedTuple):
+    """An answer ready to send: status, JSON body, extra headers, the metric's outcome label,
+    and the exception to log when the answer is a 500 (a bug)."""
+
+    status: int
+    payload: bytes
+    headers: dict[str, str]
+    outcome: str
+    failure: Exception | None
+
+
 class OAuthHotPath:
+    """POST ``/bc-authorize`` and ``/token``, answered in three steps that both front doors share:
+    :meth:`start` (the provider's answer, or an exception, and the commit to wait for),
+    :meth:`render` (the answer as status, body and headers) and :meth:`finish` (the work after
+    the answer, and the metrics). The ASGI front door is :meth:`__call__`; ``ciba-service serve``
+    also answers them straight from the HTTP connection (web/serving.py), for the providers that
+    serve inline."""
+
     def __init__(self, app: ASGIApp, *, provider: Provider, metrics: Metrics) -> None:
         self.app = app
         self._provider = provider
         self._metrics = metrics
-        self._inline = provider.serves_inline
+        self.inline = provider.serves_inline
         # Inline on SQLite: new requests are committed in groups (_GroupCommit).
         store = provider.context.store
-        self._group = _GroupCommit(store) if self._inline and isinstance(store, SQLiteStore) else None
+        self._group = _GroupCommit(store) if self.inline and isinstance(store, SQLiteStore) else None
         self._handlers: dict[str, _Handler] = {
             "/bc-authorize": lambda params, headers: bc_authorize_answer(provider, params, headers.authorization),
             "/token": lambda params, headers: token_answer(provider, params, headers.authorization, headers.dpop),
@@ -178,73 +199,93 @@ class OAuthHotPath:
         self._latency = {path: metrics.latency.labels(path) for path in self._handlers}
         self._counters: dict[tuple[str, str], Counter] = {}
 
+    def handles(self, path: str) -> bool:
+        return path in self._handlers
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            handler = self._handlers.get(scope["path"])
-            if handler is not None:
-                await self._serve(scope["path"], handler, scope, receive, send)
+            path = scope["path"]
+            if path in self._handlers:
+                await self._serve(path, scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
-    async def _serve(self, path: str, handler: _Handler, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _serve(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        failure: Exception | None = None
+        headers = Headers(scope["headers"])
         try:
-            answer = await self._answer(handler, scope, receive)
-            status, body, headers, outcome = answer.status, answer.body, answer.headers, str(answer.status)
+            body: bytes | None = await _read_body(receive, MAX_FORM_BYTES, headers)
         except _Disconnected:
             return
-        except Exception as exc:
+        except BodyTooLarge:
+            body = None
+        if self.inline:
+            result, committed = self.start(path, headers, body)
+            if committed is not None:
+                try:
+                    await committed  # answered only once committed
+                except Exception as exc:
+                    result = exc
+        else:
+            result = await run_in_threadpool(self._answer_or_error, path, headers, body)
+        rendered = self.render(result)
+        raw_headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(rendered.payload)).encode()),
+            *[(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in rendered.headers.items()],
+        ]
+        await send({"type": "http.response.start", "status": rendered.status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": rendered.payload})
+        answer = result if isinstance(result, Answer) else None
+        if answer is not None and answer.after is not None and not self.inline:
+            await run_in_threadpool(answer.after)
             answer = None
-            status, body, headers, outcome = error_answer(exc)
-            if isinstance(exc, StoreUnavailable):
-                self._metrics.store_errors.inc()
-                log.error("store unavailable: %s", exc.__cause__ or exc)
-            elif status == 500:
-                failure = exc
-        payload = _json(body)
-        raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-        raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": payload})
-        if answer is not None and answer.after is not None:
-            if self._inline:
-                answer.after()
-            else:
-                await run_in_threadpool(answer.after)
-        self._count(path, outcome)
-        self._latency[path].observe(time.perf_counter() - started)
-        if failure is not None:
+        self.finish(path, started, rendered.outcome, answer)
+        if rendered.failure is not None:
             # As for any route: answered with a 500, then raised for the server to log (and for
             # test clients to see), after the request was counted.
-            raise failure
+            raise rendered.failure
 
-    async def _answer(self, handler: _Handler, scope: Scope, receive: Receive) -> Answer:
-        headers = _Headers(scope["headers"])
-        check_form_content_type(headers.content_type)
+    def start(
+        self, path: str, headers: Headers, body: bytes | None
+    ) -> tuple[Answer | Exception, asyncio.Future[None] | None]:
+        """The answer to a request (``body`` None: it was longer than the limit), on the event
+        loop (providers that serve inline), and the commit of its new rows to wait for before
+        sending it, if any."""
+        if self._group is None:
+            return self._answer_or_error(path, headers, body), None
+        rows: list[_Row] = []
+        held = deferred_requests.set(rows)
         try:
-            check_declared_length(headers.content_length, MAX_FORM_BYTES)
-            body = await _read_body(receive, MAX_FORM_BYTES)
-        except BodyTooLarge:
-            raise InvalidRequest("request body too large") from None
-        params = parse_form(body)
-        if self._inline:
-            if self._group is None:
-                return handler(params, headers)
-            rows: list[_Row] = []
-            held = deferred_requests.set(rows)
-            try:
-                answer_ = handler(params, headers)
-            finally:
-                deferred_requests.reset(held)
-            if rows:
-                await self._group.commit(rows)  # answered only once committed
-            return answer_
-        answer: Answer = await run_in_threadpool(handler, params, headers)
-        return answer
+            result = self._answer_or_error(path, headers, body)
+        finally:
+            deferred_requests.reset(held)
+        return result, self._group.commit(rows) if rows else None
 
-    def _count(self, path: str, outcome: str) -> None:
+    def _answer_or_error(self, path: str, headers: Headers, body: bytes | None) -> Answer | Exception:
+        try:
+            check_form_content_type(headers.content_type)
+            if body is None:
+                raise InvalidRequest("request body too large")
+            return self._handlers[path](parse_form(body), headers)
+        except Exception as exc:
+            return exc
+
+    def render(self, result: Answer | Exception) -> Rendered:
+        if isinstance(result, Answer):
+            return Rendered(result.status, _json(result.body), result.headers, str(result.status), None)
+        status, body, headers, outcome = error_answer(result)
+        if isinstance(result, StoreUnavailable):
+            self._metrics.store_errors.inc()
+            log.error("store unavailable: %s", result.__cause__ or result)
+        return Rendered(status, _json(body), headers, outcome, result if status == 500 else None)
+
+    def finish(self, path: str, started: float, outcome: str, answer: Answer | None) -> None:
+        """Once the answer is sent: its ``after`` work (inline: on the loop), and the metrics."""
+        if answer is not None and answer.after is not None:
+            answer.after()
         counter = self._counters.get((path, outcome))
         if counter is None:
             counter = self._counters[(path, outcome)] = self._metrics.requests.labels(path, outcome)
         counter.inc()
+        self._latency[path].observe(time.perf_counter() - started)

@@ -1,18 +1,29 @@
-"""Run ASGI apps on a background thread (the demo, tests, and embedding in other tools)."""
+"""What ``ciba-service serve`` runs uvicorn with (:class:`HotPathHttpToolsProtocol`), and ASGI apps
+on a background thread (the demo, tests, and embedding in other tools)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 import threading
 import time
 from types import TracebackType
 from typing import Any
 
+import httptools
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, HttpToolsProtocol
 
-__all__ = ["HOT_PATHS", "BackgroundServer", "OneWriteHttpToolsProtocol", "free_port"]
+from ciba_service.store import StoreUnavailable
+from ciba_service.web.hot_path import Headers, OAuthHotPath, Rendered
+from ciba_service.web.http import MAX_FORM_BYTES, BodyTooLarge, check_declared_length
+from ciba_service.web.oauth import Answer
+
+__all__ = ["HOT_PATHS", "BackgroundServer", "HotPathHttpToolsProtocol", "OneWriteHttpToolsProtocol", "free_port"]
+
+log = logging.getLogger("ciba_service")
 
 # The endpoints web/hot_path.py answers (POST).
 HOT_PATHS = frozenset({"/bc-authorize", "/token"})
@@ -91,3 +102,177 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             and self.scope["path"] in HOT_PATHS
         ):
             cycle.transport = _OneWrite(cycle.transport)  # type: ignore[assignment]
+
+
+class _Answered:
+    """A do-nothing event: uvicorn's connection code sets the cycle's ``message_event`` when
+    the connection is lost; a hot-path request has nobody waiting on one."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        return None
+
+
+_ANSWERED = _Answered()
+
+
+class _HotCycle:
+    """Stands in for uvicorn's ``RequestResponseCycle`` while a hot-path request is read and
+    answered on its connection: uvicorn's connection code (a lost connection, a shutdown, the
+    next pipelined request) reads and sets these attributes."""
+
+    __slots__ = ("body", "disconnected", "headers", "keep_alive", "path", "response_complete", "size", "started")
+    message_event = _ANSWERED
+
+    def __init__(self, path: str, headers: Headers, *, keep_alive: bool) -> None:
+        self.path = path
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.started = time.perf_counter()
+        self.body: list[bytes] | None = []  # None: past the limit, the rest is read and dropped
+        self.size = 0
+        self.disconnected = False
+        self.response_complete = False
+
+
+def _hot_path_of(app: Any) -> OAuthHotPath | None:
+    """The hot path of the app uvicorn serves, through the middleware it wraps the app in
+    (each keeps the app it wraps as ``app``), if it has one and it serves inline."""
+    for _ in range(8):
+        hot_path = getattr(app, "hot_path", None)
+        if isinstance(hot_path, OAuthHotPath):
+            return hot_path if hot_path.inline else None
+        app = getattr(app, "app", None)
+        if app is None:
+            return None
+    return None
+
+
+class HotPathHttpToolsProtocol(OneWriteHttpToolsProtocol):
+    """What ``ciba-service serve`` runs uvicorn with: uvicorn's httptools connection, which also
+    answers POST ``/bc-authorize`` and ``/token`` itself, from the parser's callbacks, when the
+    app's hot path serves inline (embedded mode on SQLite): the provider is called as the last
+    byte of the request is parsed and the answer is written in one ``write``. No ASGI scope,
+    task, receive/send messages or middleware for the two requests agents make in a loop;
+    under load that machinery was a third of their time (README "Performance").
+
+    The HTTP is still uvicorn's and httptools': the parsing, keep-alive and its timeout,
+    ``Connection: close``, HTTP/1.0, pipelining (a request that arrives while another is in
+    progress on the connection queues in uvicorn's pipeline and is answered through ASGI, in
+    order), flow control, lost connections and graceful shutdown. What the hot path answers is
+    the same as through ASGI (:class:`~ciba_service.web.hot_path.OAuthHotPath`'s ``start``,
+    ``render`` and ``finish``, shared by both; the real-socket tests compare them). The request
+    goes the ASGI way whenever this connection cannot answer it alike: another provider (Redis,
+    Keycloak: their calls hop to a thread), ``Expect: 100-continue``, an upgrade, a
+    percent-encoded or prefixed path, a concurrency limit, or the access log (which uvicorn
+    writes)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config = self.config
+        plain = self.limit_concurrency is None and not self.access_log and not self.root_path
+        self._hot = _hot_path_of(config.loaded_app) if plain else None
+
+    def on_headers_complete(self) -> None:
+        hot = self._hot
+        if (
+            hot is not None
+            and (self.cycle is None or self.cycle.response_complete)  # else: pipelined, uvicorn queues it
+            and not self.expect_100_continue
+            and self.parser.get_method() == b"POST"
+            and not self.parser.should_upgrade()
+        ):
+            path = httptools.parse_url(self.url).path
+            if b"%" not in path and hot.handles(raw := path.decode("ascii")):
+                http_version = self.parser.get_http_version()
+                keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
+                headers = Headers(self.headers)
+                cycle = _HotCycle(raw, headers, keep_alive=keep_alive)
+                self.cycle = cycle  # type: ignore[assignment]
+                try:
+                    check_declared_length(headers.content_length, MAX_FORM_BYTES)
+                except BodyTooLarge:
+                    cycle.body = None  # refused without keeping a byte of it
+                return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if not isinstance(cycle, _HotCycle):
+            super().on_body(body)
+            return
+        if cycle.body is None:
+            return
+        cycle.size += len(body)
+        if cycle.size > MAX_FORM_BYTES:
+            cycle.body = None  # too large: answered so once it is all read, without keeping it
+        else:
+            cycle.body.append(body)
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        if not isinstance(cycle, _HotCycle):
+            super().on_message_complete()
+            return
+        hot = self._hot
+        assert hot is not None  # only set with a hot path
+        body = None if cycle.body is None else b"".join(cycle.body)
+        try:
+            result, committed = hot.start(cycle.path, cycle.headers, body)
+        except Exception as exc:  # start answers errors itself; this would be a bug of its own
+            result, committed = exc, None
+        if committed is None:
+            self._send_answer(hot, cycle, result)
+            return
+
+        def send_once_committed(done: asyncio.Future[None]) -> None:
+            if done.cancelled():  # the loop is closing: the commit's fate is unknown
+                self._send_answer(hot, cycle, StoreUnavailable("the commit was cancelled"))
+            else:
+                error = done.exception()
+                self._send_answer(hot, cycle, result if error is None else error)
+
+        committed.add_done_callback(send_once_committed)
+
+    def _send_answer(self, hot: OAuthHotPath, cycle: _HotCycle, result: Answer | BaseException) -> None:
+        try:
+            rendered = hot.render(result if isinstance(result, Answer | Exception) else RuntimeError(repr(result)))
+            response = self._response(rendered, keep_alive=cycle.keep_alive)
+            if response is None:  # a header the answer may not carry: a bug, answered as one
+                rendered = hot.render(RuntimeError(f"an invalid response header in {rendered.headers!r}"))
+                response = self._response(rendered, keep_alive=cycle.keep_alive)
+            if not cycle.disconnected and not self.transport.is_closing():
+                self.transport.write(response or b"")
+            cycle.response_complete = True
+            if not cycle.keep_alive and not self.transport.is_closing():
+                self.transport.close()
+            self.on_response_complete()
+            hot.finish(cycle.path, cycle.started, rendered.outcome, result if isinstance(result, Answer) else None)
+            if rendered.failure is not None:
+                # Answered with a 500; logged as uvicorn logs an exception of an app.
+                log.error("Exception in the hot path (%s)", cycle.path, exc_info=rendered.failure)
+        except Exception:
+            # Nothing may leave a parser callback (httptools would call it a malformed request):
+            # logged, and the connection closed, as uvicorn does when an app fails mid-answer.
+            log.exception("Exception answering %s", cycle.path)
+            cycle.response_complete = True
+            self.transport.close()
+
+    def _response(self, rendered: Rendered, *, keep_alive: bool) -> bytes | None:
+        """The whole HTTP response, or None if a header of the answer is not one HTTP allows."""
+        content = [STATUS_LINE[rendered.status]]
+        for name, value in self.server_state.default_headers:
+            content += [name, b": ", value, b"\r\n"]
+        content += [b"content-type: application/json\r\ncontent-length: ", str(len(rendered.payload)).encode(), b"\r\n"]
+        for key, text in rendered.headers.items():
+            name, value = key.lower().encode("latin-1"), text.encode("latin-1")
+            # Response splitting: a line break (or another control character) in a header's
+            # name or value would let its text start headers, or a response, of its own.
+            if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
+                return None
+            content += [name, b": ", value, b"\r\n"]
+        if not keep_alive:
+            content.append(b"connection: close\r\n")
+        content += [b"\r\n", rendered.payload]
+        return b"".join(content)

@@ -26,7 +26,7 @@ from fastapi.testclient import TestClient
 from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.config import ClientConfig
 from ciba_service.core.model import RequestStatus
-from ciba_service.core.security import hash_secret, sha256_b64url
+from ciba_service.core.security import auth_req_id_key, hash_secret
 from ciba_service.server.provider import Provider
 from ciba_service.server.wiring import build_provider
 from ciba_service.web.app import create_app
@@ -551,7 +551,7 @@ def test_notice_carries_approval_url_not_auth_req_id(env: Env) -> None:
     assert notice.actions == ["update IAM policy policy-42 (where: https://iam.example.test/)"]
     assert notice.expires_at == request.expires_at
     # Only the hash of the auth_req_id is stored: a leaked database holds no redeemable id.
-    assert request.auth_req_id_hash == sha256_b64url(auth_req_id)
+    assert request.auth_req_id_hash == auth_req_id_key(auth_req_id)
     with db(env) as conn:
         dump = "\n".join(conn.iterdump())
     assert auth_req_id not in dump
@@ -566,7 +566,7 @@ def test_request_survives_provider_restart(env: Env) -> None:
 
     second = build_provider(env.settings, notifier=env.notifier, clock=env.clock)
     try:
-        request = second.store.find_request_by_auth_req_id(sha256_b64url(auth_req_id))
+        request = second.store.find_request_by_auth_req_id(auth_req_id_key(auth_req_id))
         assert request is not None and request.status is RequestStatus.PENDING
         with TestClient(create_app(second), base_url=BASE) as client:
             pending = client.post(
@@ -657,7 +657,7 @@ def keyed(tmp_path: Path) -> Iterator[Keyed]:
 
 def _user_of(keyed: Keyed, response: httpx.Response) -> str:
     assert response.status_code == 200, response.text
-    request = keyed.provider.store.find_request_by_auth_req_id(sha256_b64url(response.json()["auth_req_id"]))
+    request = keyed.provider.store.find_request_by_auth_req_id(auth_req_id_key(response.json()["auth_req_id"]))
     assert request is not None
     return request.user_id
 
@@ -745,7 +745,7 @@ def test_signed_authentication_request(keyed: Keyed) -> None:
     response = keyed.post({"request": token})
     assert response.status_code == 200, response.text
     assert response.json()["expires_in"] == 120
-    request = keyed.provider.store.find_request_by_auth_req_id(sha256_b64url(response.json()["auth_req_id"]))
+    request = keyed.provider.store.find_request_by_auth_req_id(auth_req_id_key(response.json()["auth_req_id"]))
     assert request is not None
     assert request.binding_message == "SIGNED-1"
     assert request.authorization_details == ACTION

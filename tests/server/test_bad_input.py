@@ -42,7 +42,7 @@ from jwt.algorithms import ECAlgorithm
 from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.config import ClientConfig, Settings
 from ciba_service.core.model import User
-from ciba_service.core.security import b64url_encode, sha256_b64url
+from ciba_service.core.security import auth_req_id_key, b64url_encode
 from ciba_service.server.embedded import EmbeddedIssuer
 from ciba_service.server.provider import Provider
 from ciba_service.server.tokens import mint_access_token, mint_id_token
@@ -340,7 +340,7 @@ class World:
         return auth_req_id
 
     def approval_id(self, auth_req_id: str) -> str:
-        request = self.provider.store.find_request_by_auth_req_id(sha256_b64url(auth_req_id))
+        request = self.provider.store.find_request_by_auth_req_id(auth_req_id_key(auth_req_id))
         assert request is not None
         return request.approval_id
 

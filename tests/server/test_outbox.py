@@ -33,7 +33,7 @@ from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.config import Settings
 from ciba_service.core.model import BackchannelRequest, OutboxEntry, RequestStatus
 from ciba_service.core.params import Params
-from ciba_service.core.security import hash_secret, sha256_b64url
+from ciba_service.core.security import auth_req_id_key, hash_secret
 from ciba_service.server.notify import ApprovalNotice, Notifier, NullNotifier, WebhookNotifier
 from ciba_service.server.provider import Provider
 from ciba_service.server.wiring import build_provider
@@ -599,7 +599,7 @@ def test_a_request_acknowledged_before_kill_9_reaches_its_user_once_after_restar
 
     store = SQLiteStore(data / "ciba.sqlite3")
     try:
-        request = store.find_request_by_auth_req_id(sha256_b64url(auth_req_id))
+        request = store.find_request_by_auth_req_id(auth_req_id_key(auth_req_id))
         assert request is not None and request.status is RequestStatus.PENDING
         assert [b["approval_url"] for b in receiver.bodies] == [
             f"http://localhost:{port}/approve/{request.approval_id}"

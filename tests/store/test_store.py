@@ -19,7 +19,7 @@ from ciba_service.core.model import (
     Enrollment,
     RequestStatus,
 )
-from ciba_service.core.security import sha256_b64url
+from ciba_service.core.security import auth_req_id_key
 from ciba_service.server.wiring import build_provider
 from ciba_service.store import (
     AttemptStore,
@@ -87,8 +87,8 @@ def test_restart_loses_nothing(any_env: Env) -> None:
     store = reopened.store
     alice = store.find_user("alice")
     assert alice is not None and len(store.passkeys_for(alice.user_id)) == 1
-    pending = store.find_request_by_auth_req_id(sha256_b64url(pending_id))
-    approved = store.find_request_by_auth_req_id(sha256_b64url(approved_id))
+    pending = store.find_request_by_auth_req_id(auth_req_id_key(pending_id))
+    approved = store.find_request_by_auth_req_id(auth_req_id_key(approved_id))
     assert pending is not None and pending.status is RequestStatus.PENDING
     assert approved is not None and approved.status is RequestStatus.APPROVED
     assert approved.receipt_id == receipt_id
@@ -424,8 +424,6 @@ def test_records_are_returned_equal(store: Store) -> None:
     """Every field survives, including floats, empty containers and bytes of any value."""
     store.add_request(replace(request(), binding_message=None, last_poll_at=3, token_jti=None))
     assert store.get_request("r1") == replace(request(), binding_message=None, last_poll_at=3)
-
-
 
 
 def test_the_failure_tests_call_every_method() -> None:

@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 from ciba_service.agent import CibaAgent
 from ciba_service.config import ClientConfig, Settings, load_settings
 from ciba_service.core.model import BackchannelRequest, Passkey
-from ciba_service.core.security import digest_secret, sha256_b64url
+from ciba_service.core.security import auth_req_id_key, digest_secret
 from ciba_service.server.notify import ApprovalNotice, Notifier
 from ciba_service.server.provider import Provider
 
@@ -85,7 +85,7 @@ class Service:
         return agent
 
     def request(self, auth_req_id: str) -> BackchannelRequest:
-        request = self.provider.store.find_request_by_auth_req_id(sha256_b64url(auth_req_id))
+        request = self.provider.store.find_request_by_auth_req_id(auth_req_id_key(auth_req_id))
         assert request is not None
         return request
 

@@ -159,5 +159,3 @@ class FakeKeycloak:
         )
         r.post(f"{OIDC}/ext/ciba/auth", name="ciba").mock(side_effect=self.ciba_auth)
         r.post(f"{OIDC}/ext/ciba/auth/callback", name="callback").mock(side_effect=self.callback)
-
-

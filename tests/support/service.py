@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from ciba_service.agent.softauthn import SoftAuthenticator
 from ciba_service.config import ClientConfig, Settings, load_settings
 from ciba_service.core.model import BackchannelRequest
-from ciba_service.core.security import digest_secret, sha256_b64url
+from ciba_service.core.security import auth_req_id_key, digest_secret
 from ciba_service.server.notify import ApprovalNotice, Notifier
 from ciba_service.server.provider import Provider
 from ciba_service.server.wiring import build_provider
@@ -110,7 +110,7 @@ class Env:
         return self.client.post("/token", data={"grant_type": CIBA, "auth_req_id": auth_req_id}, auth=auth)
 
     def request_for(self, auth_req_id: str) -> BackchannelRequest:
-        request = self.provider.store.find_request_by_auth_req_id(sha256_b64url(auth_req_id))
+        request = self.provider.store.find_request_by_auth_req_id(auth_req_id_key(auth_req_id))
         assert request is not None
         return request
 

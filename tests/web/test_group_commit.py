@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import pytest
 
 from ciba_service.core.model import BackchannelRequest, OutboxEntry
-from ciba_service.core.security import sha256_b64url
+from ciba_service.core.security import auth_req_id_key
 from ciba_service.store import StoreUnavailable
 from ciba_service.store.sqlite import SQLiteStore
 from ciba_service.web.app import create_app
@@ -99,7 +99,7 @@ def _spy(env: Env, monkeypatch: pytest.MonkeyPatch, *, fail: Callable[[_Items], 
 
 
 def _stored(env: Env, answer: dict[str, Any]) -> bool:
-    return env.provider.store.find_request_by_auth_req_id(sha256_b64url(answer["auth_req_id"])) is not None
+    return env.provider.store.find_request_by_auth_req_id(auth_req_id_key(answer["auth_req_id"])) is not None
 
 
 def test_requests_of_one_turn_are_committed_in_one_transaction(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:

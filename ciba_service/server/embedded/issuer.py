@@ -10,7 +10,7 @@ from typing import Any
 from ciba_service.core.errors import ChannelError, InvalidGrant, UnknownUserId
 from ciba_service.core.model import BackchannelRequest, CallbackState, RequestStatus, User
 from ciba_service.core.params import Params
-from ciba_service.core.security import new_ids, sha256_b64url
+from ciba_service.core.security import auth_req_id_key, new_ids, time_prefix
 from ciba_service.jose.client_assertion import ASSERTION_ALGORITHMS
 from ciba_service.server.backchannel import Hint, validate_backchannel_request
 from ciba_service.server.context import ServerContext
@@ -105,8 +105,11 @@ class EmbeddedIssuer:
         self.user_codes.check(user, validated.user_code)
         now = context.now()
         # One read of the random source for the four ids: auth_req_id 256 bits (CIBA 7.3 asks
-        # for unguessable), request id, approval id (256 bits) and nonce.
+        # for unguessable), request id, approval id (256 bits) and nonce. The three the store
+        # indexes start with the time they were made (time_prefix: each index grows at one end).
         auth_req_id, request_id, approval_id, nonce = new_ids(32, 16, 32, 16)
+        made = time_prefix()
+        auth_req_id, request_id, approval_id = made + auth_req_id, made + request_id, made + approval_id
         mode = client.client.backchannel_token_delivery_mode
         upstream: dict[str, Any] = {}
         if mode != "poll":
@@ -120,7 +123,7 @@ class EmbeddedIssuer:
             }
         request = BackchannelRequest(
             request_id=request_id,
-            auth_req_id_hash=sha256_b64url(auth_req_id),
+            auth_req_id_hash=auth_req_id_key(auth_req_id),
             approval_id=approval_id,
             client_id=client.client.client_id,
             client_name=client.client.name or client.client.client_id,
