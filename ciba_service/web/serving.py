@@ -37,10 +37,14 @@ def free_port() -> int:
 
 
 class BackgroundServer:
-    def __init__(self, app: FastAPI, *, port: int, host: str = "127.0.0.1", http: Any = "auto") -> None:
+    def __init__(
+        self, app: FastAPI, *, port: int, host: str = "127.0.0.1", http: Any = "auto", access_log: bool = False
+    ) -> None:
         self.port = port
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", http=http)
+            uvicorn.Config(
+                app, host=host, port=port, log_level="warning", lifespan="on", http=http, access_log=access_log
+            )
         )
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
@@ -171,7 +175,8 @@ class HotPathHttpToolsProtocol(OneWriteHttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         config = self.config
-        plain = self.limit_concurrency is None and not self.access_log and not self.root_path
+        # The access log, when asked for (``serve --access-log``), is uvicorn's to write.
+        plain = self.limit_concurrency is None and not config.access_log and not self.root_path
         self._hot = _hot_path_of(config.loaded_app) if plain else None
 
     def on_headers_complete(self) -> None:

@@ -19,7 +19,7 @@ from ciba_service.core.params import Params
 from ciba_service.core.security import hash_secret
 from ciba_service.web.app import create_app
 from ciba_service.web.http import parse_form
-from ciba_service.web.serving import BackgroundServer, OneWriteHttpToolsProtocol, free_port
+from ciba_service.web.serving import BackgroundServer, HotPathHttpToolsProtocol, free_port
 from tests.support.service import AGENT_ID, AGENT_SECRET, CIBA, Env, make_settings, open_env
 
 ACTION = [{"type": "iam_policy", "actions": ["update"], "identifier": "policy-42"}]
@@ -29,7 +29,7 @@ ACTION = [{"type": "iam_policy", "actions": ["update"], "identifier": "policy-42
 def served(env: Env) -> Iterator[tuple[Env, httpx.Client]]:
     port = free_port()
     with (
-        BackgroundServer(create_app(env.provider), port=port, http=OneWriteHttpToolsProtocol),
+        BackgroundServer(create_app(env.provider), port=port, http=HotPathHttpToolsProtocol),
         httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=(AGENT_ID, AGENT_SECRET)) as http,
     ):
         yield env, http
