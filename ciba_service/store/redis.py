@@ -144,6 +144,7 @@ _SCRIPTS = {
         "set_user_enabled",
         "revoke_passkey",
         "add_audit",
+        "find_approver",
     )
 }
 
@@ -314,6 +315,7 @@ class RedisStore(Store):
         self._set_user_enabled = script("set_user_enabled")
         self._revoke_passkey = script("revoke_passkey")
         self._add_audit = script("add_audit")
+        self._find_approver = script("find_approver")
 
     @classmethod
     def from_url(
@@ -408,6 +410,19 @@ class RedisStore(Store):
         user_id = self._redis.get(self._key("username", username))
         user = None if user_id is None else self.get_user(user_id)
         return user if user is not None and user.username == username else None
+
+    def find_approver(self, *, user_id: str | None = None, username: str | None = None) -> tuple[User, bool] | None:
+        # One script (one round trip) for the user and whether they hold a passkey.
+        by_id = user_id is not None
+        key = self._key("user", user_id) if user_id is not None else self._key("username", username or "")
+        found = self._run(self._find_approver, [key], "id" if by_id else "name")
+        if not found:
+            return None
+        flat, has_passkey = found
+        user = _decode(User, dict(zip(flat[::2], flat[1::2], strict=True)))
+        if user is None or (not by_id and user.username != username):
+            return None  # as find_user: an index left naming another user finds nobody
+        return user, bool(has_passkey)
 
     def list_users(self) -> list[User]:
         ids = self._redis.zrange(self._prefix + "users", 0, -1)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ciba_service.core.model import RequestStatus
+from ciba_service.core.model import AuditRecord, RequestStatus
 from ciba_service.store import RedisStore, SQLiteStore, Store
 from tests.support.records import NOW, passkey, ping, request, user
 from tests.support.redis import fresh_prefix
@@ -116,3 +116,17 @@ def test_sqlite_checkpoints_let_the_wal_start_over(tmp_path: Path) -> None:
     assert salts() != first  # this write started the WAL over
     assert store.get_request("r7") is not None and store.get_request("after") is not None
     store.close()
+
+
+def test_find_approver_counts_only_a_passkey_that_is_there_and_names_the_user(store: Store) -> None:
+    store.add_user(user("u1", "alice"))
+    store.add_passkey(passkey(b"k1", user_id="u1"))
+    store.add_passkey(passkey(b"k2", user_id="u1"))
+    audit = AuditRecord(record_id="a1", at=NOW, actor="op", action="passkey.revoked", subject="u1", detail={})
+    assert store.revoke_passkey(b"k1", user_id="u1", audit=audit)
+    assert store.find_approver(username="alice") == (user("u1", "alice"), True)
+    audit = AuditRecord(record_id="a2", at=NOW, actor="op", action="passkey.revoked", subject="u1", detail={})
+    assert store.revoke_passkey(b"k2", user_id="u1", audit=audit)
+    # Revoked, the user can no longer approve: /bc-authorize refuses to ask them.
+    assert store.find_approver(username="alice") == (user("u1", "alice"), False)
+    assert store.find_approver(user_id="u1") == (user("u1", "alice"), False)
