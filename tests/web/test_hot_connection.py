@@ -7,19 +7,29 @@ took the connection's path or the ASGI one is observed, not assumed: the ASGI en
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
+import httpx
 import pytest
 
-from ciba_service.store import StoreUnavailable
+from ciba_service.config import load_settings
+from ciba_service.core.security import auth_req_id_key, digest_secret
+from ciba_service.server.wiring import build_provider
+from ciba_service.store import SQLiteStore, StoreUnavailable
 from ciba_service.web.app import create_app
 from ciba_service.web.hot_path import OAuthHotPath, Rendered
 from ciba_service.web.serving import BackgroundServer, HotPathHttpToolsProtocol, free_port
-from tests.support.service import AGENT_ID, AGENT_SECRET, CIBA, Env
+from tests.support.service import AGENT_ID, AGENT_SECRET, CIBA, Env, make_settings, open_env
 
 ACTION = [{"type": "iam_policy", "actions": ["update"], "identifier": "policy-42"}]
 BASIC = "Basic " + __import__("base64").b64encode(f"{AGENT_ID}:{AGENT_SECRET}".encode()).decode()
@@ -278,3 +288,68 @@ def test_a_header_with_a_line_break_never_reaches_the_wire(served: Served, monke
         answer = reader.response()
     assert answer.status == 500 and answer.json()["error"] == "server_error"
     assert "set-cookie" not in answer.headers and "x-note" not in answer.headers
+
+
+def test_every_request_acknowledged_before_kill_9_is_in_the_store(tmp_path: Path) -> None:
+    """``ciba-service serve`` as run (this protocol, group commits on SQLite), killed with
+    SIGKILL in the middle of a burst of concurrent requests: each answered 200 is found after."""
+    port = free_port()
+    data = tmp_path / "data"
+    with open_env(make_settings(data)):
+        pass  # alice and her passkey, in the data directory the service will use
+    config = tmp_path / "ciba.toml"
+    config.write_text(
+        f'issuer = "http://localhost:{port}"\ndata_dir = "{data}"\nnotifier = "none"\n'
+        f'[[clients]]\nclient_id = "{AGENT_ID}"\nclient_secret_hash = "{digest_secret(AGENT_SECRET)}"\n'
+    )
+    assert build_provider(load_settings(config)).serves_inline  # the connection's own hot path
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ciba_service", "serve", "--config", str(config), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _healthy(port):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        acknowledged = asyncio.run(_burst_then_kill(port, process, total=400, kill_after=150))
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGKILL
+    assert len(acknowledged) >= 150
+    store = SQLiteStore(data / "ciba.sqlite3")
+    try:
+        missing = [i for i in acknowledged if store.find_request_by_auth_req_id(auth_req_id_key(i)) is None]
+    finally:
+        store.close()
+    assert missing == []
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def _burst_then_kill(port: int, process: subprocess.Popen[bytes], *, total: int, kill_after: int) -> list[str]:
+    acknowledged: list[str] = []
+    limits = httpx.Limits(max_connections=32)
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", auth=(AGENT_ID, AGENT_SECRET), limits=limits, timeout=10
+    ) as client:
+        form = dict(parse_qsl(BC_BODY.decode()))
+        sent = [asyncio.ensure_future(client.post("/bc-authorize", data=form)) for _ in range(total)]
+        for answer in asyncio.as_completed(sent):
+            try:
+                response = await answer
+            except httpx.HTTPError:
+                continue  # in flight when the process died: no promise was made
+            if response.status_code == 200:
+                acknowledged.append(response.json()["auth_req_id"])
+            if len(acknowledged) == kill_after:
+                process.send_signal(signal.SIGKILL)  # others are mid-commit or mid-answer
+    return acknowledged
