@@ -1,13 +1,18 @@
-"""``POST /bc-authorize`` and ``POST /token``, the two requests agents make in a loop, answered by
-a pure ASGI layer in front of FastAPI.
+"""``POST /bc-authorize`` and ``POST /token``, the two requests agents make in a loop, answered in
+front of FastAPI, through either of two doors:
 
-What it saves per request, against a FastAPI route (measured under load, README "Performance"):
-the route matching, the dependency solving, the request and response objects, and above all the
-hop to a worker thread (anyio) for the synchronous provider call: where the provider says its
-calls never wait on a network (:attr:`~ciba_service.server.provider.Provider.serves_inline`:
-embedded mode on SQLite), they run on the event loop; otherwise they hop as before. On SQLite the
-new requests of one turn of the event loop are committed together (:class:`_GroupCommit`), each
-answered only once committed.
+- ``ciba-service serve``'s HTTP connection answers them itself, from the parser's callbacks
+  (:class:`~ciba_service.web.serving.HotPathHttpToolsProtocol`), when the provider serves
+  inline: no ASGI scope, task, messages or middleware;
+- otherwise (another provider, a pipelined request, ``Expect: 100-continue``, an app served by
+  another server or a test client), :class:`OAuthHotPath` as a pure ASGI layer in front of
+  FastAPI: no routing, dependency solving or request objects.
+
+Both doors take the same three steps (:meth:`OAuthHotPath.start`, :meth:`~OAuthHotPath.render`,
+:meth:`~OAuthHotPath.finish`). Where the provider says its calls never wait on a network
+(:attr:`~ciba_service.server.provider.Provider.serves_inline`: embedded mode on SQLite), they run on
+the event loop; otherwise they hop to a worker thread. On SQLite the new requests of one turn of
+the event loop are committed together (:class:`_GroupCommit`), each answered only once committed.
 
 It is a front door, not a second implementation: the protocol is the provider's, the translation
 of its results into HTTP is :mod:`ciba_service.web.oauth`'s (:func:`bc_authorize_answer`,
@@ -121,9 +126,11 @@ class _GroupCommit:
     ran in the same turn of the event loop are written in one transaction, at the start of the
     next turn, and each is answered only once that transaction committed (the durability promise
     is unchanged: an acknowledged request is in the database). A commit writes every page the
-    transaction touched to the WAL (~6 for a request: its row and its indexes), so one commit for
-    several requests costs little more than one for one. If the group's transaction fails, each
-    request is written on its own, so each gets the answer it would have had alone."""
+    transaction touched to the WAL; the requests' keys start with their creation time
+    (core/security.time_prefix), so the requests of one group share the last pages of each index,
+    and one commit for several requests costs little more than one for one. If the group's
+    transaction fails, each request is written on its own, so each gets the answer it would have
+    had alone."""
 
     def __init__(self, store: SQLiteStore) -> None:
         self._store = store

@@ -266,18 +266,58 @@ class HotPathHttpToolsProtocol(OneWriteHttpToolsProtocol):
 
     def _response(self, rendered: Rendered, *, keep_alive: bool) -> bytes | None:
         """The whole HTTP response, or None if a header of the answer is not one HTTP allows."""
-        content = [STATUS_LINE[rendered.status]]
-        for name, value in self.server_state.default_headers:
-            content += [name, b": ", value, b"\r\n"]
-        content += [b"content-type: application/json\r\ncontent-length: ", str(len(rendered.payload)).encode(), b"\r\n"]
-        for key, text in rendered.headers.items():
-            name, value = key.lower().encode("latin-1"), text.encode("latin-1")
+        tail = _header_lines(tuple(rendered.headers.items()), keep_alive)
+        if tail is None:
+            return None
+        return b"".join(
+            (
+                STATUS_LINE[rendered.status],
+                _default_header_lines(self.server_state.default_headers),
+                b"content-type: application/json\r\ncontent-length: ",
+                str(len(rendered.payload)).encode(),
+                tail,
+                rendered.payload,
+            )
+        )
+
+
+# What the answers' headers look like as bytes, per set of headers (a few: no-store, with a
+# challenge, with Retry-After): made and checked once, not for each answer.
+_HEADER_LINES: dict[tuple[tuple[tuple[str, str], ...], bool], bytes | None] = {}
+_HEADER_LINES_KEPT = 256
+_DEFAULTS: list[Any] = [None, b""]
+
+
+def _header_lines(headers: tuple[tuple[str, str], ...], keep_alive: bool) -> bytes | None:
+    """The end of a response's head after its content length: ``headers``, ``Connection:
+    close`` unless ``keep_alive``, the blank line; None if a header is not one HTTP allows."""
+    key = (headers, keep_alive)
+    lines = _HEADER_LINES.get(key, b"")
+    if lines == b"":
+        content = [b"\r\n"]
+        for name_text, value_text in headers:
+            name, value = name_text.lower().encode("latin-1"), value_text.encode("latin-1")
             # Response splitting: a line break (or another control character) in a header's
             # name or value would let its text start headers, or a response, of its own.
             if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
-                return None
+                lines = None
+                break
             content += [name, b": ", value, b"\r\n"]
-        if not keep_alive:
-            content.append(b"connection: close\r\n")
-        content += [b"\r\n", rendered.payload]
-        return b"".join(content)
+        else:
+            if not keep_alive:
+                content.append(b"connection: close\r\n")
+            content.append(b"\r\n")
+            lines = b"".join(content)
+        if len(_HEADER_LINES) < _HEADER_LINES_KEPT:
+            _HEADER_LINES[key] = lines
+    return lines
+
+
+def _default_header_lines(defaults: list[tuple[bytes, bytes]]) -> bytes:
+    """uvicorn's default headers (``date``, ``server``) as lines; uvicorn replaces its list
+    when the date changes (once a second), so the bytes are made once per list."""
+    if _DEFAULTS[0] is not defaults:
+        _DEFAULTS[1] = b"".join(name + b": " + value + b"\r\n" for name, value in defaults)
+        _DEFAULTS[0] = defaults
+    lines: bytes = _DEFAULTS[1]
+    return lines
