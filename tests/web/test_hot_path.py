@@ -1,7 +1,7 @@
-"""/bc-authorize and /token as ``ciba-service serve`` answers them: the pure ASGI hot path in
-front of FastAPI, behind uvicorn with the one-write protocol, over a real socket. The answers
-(status, body, headers) are those of the rest of the app; the bad-input and metrics tests run the
-same path in-process."""
+"""/bc-authorize and /token as ``ciba-service serve`` answers them (uvicorn with
+HotPathHttpToolsProtocol: the connection's own hot path, the ASGI one behind it), over a real
+socket. The answers (status, body, headers) are those of the rest of the app; the bad-input and
+metrics tests run the same steps in-process."""
 
 from __future__ import annotations
 
