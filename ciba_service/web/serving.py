@@ -153,6 +153,11 @@ def _hot_path_of(app: Any) -> OAuthHotPath | None:
     return None
 
 
+# The parts of uvicorn's httptools connection the hot path relies on (uvicorn 0.30 to 0.54 have
+# them). Should a uvicorn lack one, the connection serves every request the ASGI way.
+_UVICORN_PARTS = ("cycle", "pipeline", "server_state", "parser", "headers", "expect_100_continue", "flow")
+
+
 class HotPathHttpToolsProtocol(OneWriteHttpToolsProtocol):
     """What ``ciba-service serve`` runs uvicorn with: uvicorn's httptools connection, which also
     answers POST ``/bc-authorize`` and ``/token`` itself, from the parser's callbacks, when the
@@ -177,7 +182,8 @@ class HotPathHttpToolsProtocol(OneWriteHttpToolsProtocol):
         config = self.config
         # The access log, when asked for (``serve --access-log``), is uvicorn's to write.
         plain = self.limit_concurrency is None and not config.access_log and not self.root_path
-        self._hot = _hot_path_of(config.loaded_app) if plain else None
+        fits = all(hasattr(self, name) for name in _UVICORN_PARTS)
+        self._hot = _hot_path_of(config.loaded_app) if plain and fits else None
 
     def on_headers_complete(self) -> None:
         hot = self._hot
