@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, HttpToolsProtocol
 
+from ciba_service.core.errors import InvalidRequest
 from ciba_service.store import StoreUnavailable
 from ciba_service.web.hot_path import Headers, OAuthHotPath, Rendered
 from ciba_service.web.http import MAX_FORM_BYTES, BodyTooLarge, check_declared_length
@@ -103,7 +104,9 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             cycle is not None
             and not self.expect_100_continue
             and self.scope["method"] == "POST"
-            and self.scope["path"] in HOT_PATHS
+            # An upgrade request has no path in its scope yet (uvicorn hands it to the
+            # websocket protocol): .get, or a KeyError would escape the parser's callback.
+            and self.scope.get("path") in HOT_PATHS
         ):
             cycle.transport = _OneWrite(cycle.transport)  # type: ignore[assignment]
 
@@ -182,6 +185,7 @@ class HotPathHttpToolsProtocol(OneWriteHttpToolsProtocol):
         config = self.config
         # The access log, when asked for (``serve --access-log``), is uvicorn's to write.
         plain = self.limit_concurrency is None and not config.access_log and not self.root_path
+        self._held: tuple[OAuthHotPath, _HotCycle, Answer | BaseException] | None = None
         fits = all(hasattr(self, name) for name in _UVICORN_PARTS)
         self._hot = _hot_path_of(config.loaded_app) if plain and fits else None
 
@@ -204,9 +208,21 @@ class HotPathHttpToolsProtocol(OneWriteHttpToolsProtocol):
                 try:
                     check_declared_length(headers.content_length, MAX_FORM_BYTES)
                 except BodyTooLarge:
-                    cycle.body = None  # refused without keeping a byte of it
+                    # Refused before a byte of the body is read, and the connection closed
+                    # after the answer: reading (and dropping) a declared 10 GB is not our job.
+                    cycle.body = None
+                    cycle.keep_alive = False
+                    self._send_answer(hot, cycle, InvalidRequest("request body too large"))
                 return
         super().on_headers_complete()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        # A request began: no keep-alive timeout may run meanwhile. uvicorn cancels it when data
+        # arrives, but an answer given inline for the request before this one, in the same data,
+        # has just armed it (on_response_complete); left armed, it would close the connection
+        # under this request should it take longer than the timeout.
+        self._unset_keepalive_if_required()
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
@@ -225,6 +241,8 @@ class HotPathHttpToolsProtocol(OneWriteHttpToolsProtocol):
         cycle = self.cycle
         if not isinstance(cycle, _HotCycle):
             super().on_message_complete()
+            return
+        if cycle.response_complete:  # answered already (its declared length was too large)
             return
         hot = self._hot
         assert hot is not None  # only set with a hot path
@@ -247,6 +265,14 @@ class HotPathHttpToolsProtocol(OneWriteHttpToolsProtocol):
         committed.add_done_callback(send_once_committed)
 
     def _send_answer(self, hot: OAuthHotPath, cycle: _HotCycle, result: Answer | BaseException) -> None:
+        if self.flow.write_paused and not cycle.disconnected and not self.transport.is_closing():
+            # Back pressure: the client does not read its answers (the transport's buffer is
+            # over its high-water mark). Hold this one, and read nothing more, until the buffer
+            # drains (resume_writing), as uvicorn's send waits; otherwise a client pipelining
+            # requests it never reads would grow this connection's buffer without bound.
+            self._held = (hot, cycle, result)
+            self.flow.pause_reading()
+            return
         try:
             rendered = hot.render(result if isinstance(result, Answer | Exception) else RuntimeError(repr(result)))
             response = self._response(rendered, keep_alive=cycle.keep_alive)
@@ -255,20 +281,37 @@ class HotPathHttpToolsProtocol(OneWriteHttpToolsProtocol):
                 response = self._response(rendered, keep_alive=cycle.keep_alive)
             if not cycle.disconnected and not self.transport.is_closing():
                 self.transport.write(response or b"")
-            cycle.response_complete = True
-            if not cycle.keep_alive and not self.transport.is_closing():
-                self.transport.close()
-            self.on_response_complete()
-            hot.finish(cycle.path, cycle.started, rendered.outcome, result if isinstance(result, Answer) else None)
-            if rendered.failure is not None:
-                # Answered with a 500; logged as uvicorn logs an exception of an app.
-                log.error("Exception in the hot path (%s)", cycle.path, exc_info=rendered.failure)
         except Exception:
             # Nothing may leave a parser callback (httptools would call it a malformed request):
             # logged, and the connection closed, as uvicorn does when an app fails mid-answer.
             log.exception("Exception answering %s", cycle.path)
             cycle.response_complete = True
             self.transport.close()
+            return
+        cycle.response_complete = True
+        if not cycle.keep_alive and not self.transport.is_closing():
+            self.transport.close()
+        self.on_response_complete()  # the next pipelined request, or the keep-alive timeout
+        if rendered.failure is not None:
+            # Answered with a 500; logged as uvicorn logs an exception of an app.
+            log.error("Exception in the hot path (%s)", cycle.path, exc_info=rendered.failure)
+        try:
+            hot.finish(cycle.path, cycle.started, rendered.outcome, result if isinstance(result, Answer) else None)
+        except Exception:
+            # The answer is sent and the connection has moved on: logged, nothing else to undo.
+            log.exception("Exception after answering %s", cycle.path)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        held, self._held = self._held, None
+        if held is not None:
+            self._send_answer(*held)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        held, self._held = self._held, None
+        super().connection_lost(exc)
+        if held is not None:  # nobody to send it to: counted, and its work after done, all the same
+            self._send_answer(*held)
 
     def _response(self, rendered: Rendered, *, keep_alive: bool) -> bytes | None:
         """The whole HTTP response, or None if a header of the answer is not one HTTP allows."""

@@ -39,9 +39,10 @@ BC_BODY = urlencode(
 
 
 class Served:
-    def __init__(self, env: Env, port: int, asgi_calls: list[str]) -> None:
+    def __init__(self, env: Env, port: int, asgi_calls: list[str], server: Any) -> None:
         self.env = env
         self.port = port
+        self.server = server  # the uvicorn.Server
         self.asgi_calls = asgi_calls  # paths the ASGI hot path answered
 
     def connect(self) -> socket.socket:
@@ -63,8 +64,8 @@ def served(env: Env, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
 
     monkeypatch.setattr(OAuthHotPath, "__call__", counted)
     port = free_port()
-    with BackgroundServer(app, port=port, http=HotPathHttpToolsProtocol):
-        yield Served(env, port, asgi_calls)
+    with BackgroundServer(app, port=port, http=HotPathHttpToolsProtocol) as background:
+        yield Served(env, port, asgi_calls, background._server)
 
 
 def _request(path: str, body: bytes, *, version: str = "1.1", extra: str = "", chunked: bool = False) -> bytes:
@@ -188,16 +189,27 @@ def test_a_chunked_body_is_read_whole(served: Served) -> None:
     assert served.asgi_calls == []
 
 
-@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-def test_a_body_over_the_limit_is_refused_and_the_connection_goes_on(served: Served, chunked: bool) -> None:
+def test_a_chunked_body_over_the_limit_is_refused_and_the_connection_goes_on(served: Served) -> None:
     with served.connect() as sock:
         reader = Reader(sock)
-        sock.sendall(_request("/bc-authorize", b"a=" + b"x" * 70_000, chunked=chunked))
+        sock.sendall(_request("/bc-authorize", b"a=" + b"x" * 70_000, chunked=True))
         refused = reader.response()
         assert refused.status == 400
         assert refused.json() == {"error": "invalid_request", "error_description": "request body too large"}
         sock.sendall(_request("/bc-authorize", BC_BODY))
         assert reader.response().status == 200
+    assert served.asgi_calls == []
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_the_body_and_closes(served: Served) -> None:
+    with served.connect() as sock:
+        reader = Reader(sock)
+        head = _request("/bc-authorize", b"").replace(b"Content-Length: 0", b"Content-Length: 10000000000")
+        sock.sendall(head)  # and not one byte of the announced 10 GB
+        refused = reader.response()
+        assert refused.status == 400 and refused.headers["connection"] == "close"
+        assert refused.json() == {"error": "invalid_request", "error_description": "request body too large"}
+        assert reader.closed()
     assert served.asgi_calls == []
 
 
@@ -353,3 +365,83 @@ async def _burst_then_kill(port: int, process: subprocess.Popen[bytes], *, total
             if len(acknowledged) == kill_after:
                 process.send_signal(signal.SIGKILL)  # others are mid-commit or mid-answer
     return acknowledged
+
+
+def test_a_client_that_does_not_read_its_answers_is_held_back(served: Served) -> None:
+    # Back pressure: requests pipelined by a client that never reads would otherwise have their
+    # answers buffered without bound on the server (~270 bytes each, tens of MB a second).
+    one = b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1\r\n\r\nx"
+    burst = one * 2000
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        sock.connect(("127.0.0.1", served.port))
+        sock.setblocking(False)
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:  # as much as the server takes in, answers never read
+            try:
+                sock.send(burst)
+            except BlockingIOError:
+                time.sleep(0.01)
+        buffered = [c.transport.get_write_buffer_size() for c in served.server.server_state.connections]
+        assert buffered and max(buffered) < 256 * 1024, buffered  # the transport's high-water mark is 64 KB
+        sock.setblocking(True)
+        sock.settimeout(10)
+        reader = Reader(sock)
+        first = [reader.response() for _ in range(50)]  # in order, whole, once the client reads
+    assert {(a.status, a.json()["error"]) for a in first} == {(400, "invalid_request")}
+    with served.connect() as other:  # and the server serves others meanwhile
+        other.sendall(_request("/bc-authorize", BC_BODY))
+        assert Reader(other).response().status == 200
+
+
+def test_a_request_behind_an_inline_answer_is_not_cut_by_the_keep_alive_timeout(env: Env) -> None:
+    app = create_app(env.provider)
+
+    @app.get("/slow")
+    async def slow() -> dict[str, bool]:
+        await asyncio.sleep(1.0)
+        return {"slow": True}
+
+    port = free_port()
+    server = BackgroundServer(app, port=port, http=HotPathHttpToolsProtocol)
+    server._server.config.timeout_keep_alive = 0.3  # type: ignore[assignment]  # shorter than /slow
+    with server, socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        reader = Reader(sock)
+        # One segment: the first is answered inline at once, the second starts through ASGI.
+        sock.sendall(_request("/token", _token_body("nope")) + b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert reader.response().status == 400
+        assert reader.response().json() == {"slow": True}
+
+
+def test_an_upgrade_request_to_a_hot_path_is_left_to_uvicorn(served: Served) -> None:
+    upgrade = (
+        b"POST /token HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    with served.connect() as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert Reader(sock).response().status == 200
+        sock.sendall(upgrade)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    # uvicorn hands it to its websocket protocol (which refuses the POST); no parser error.
+    assert answer.startswith(b"HTTP/1.1 ") and not answer.startswith(b"HTTP/1.1 400 ")
+
+
+def test_work_after_the_answer_that_fails_leaves_the_connection_alone(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any) -> None:
+        raise RuntimeError("metrics backend down")
+
+    monkeypatch.setattr(OAuthHotPath, "finish", broken)
+    with served.connect() as sock:
+        reader = Reader(sock)
+        sock.sendall(_request("/token", _token_body("one")) + _request("/token", _token_body("two")))
+        assert [reader.response().status for _ in range(2)] == [400, 400]
+        sock.sendall(_request("/bc-authorize", BC_BODY))
+        assert reader.response().status == 200
