@@ -4,6 +4,7 @@ on a background thread (the demo, tests, and embedding in other tools)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import socket
 import threading
@@ -248,7 +249,9 @@ class HotPathHttpToolsProtocol(OneWriteHttpToolsProtocol):
         assert hot is not None  # only set with a hot path
         body = None if cycle.body is None else b"".join(cycle.body)
         try:
-            result, committed = hot.start(cycle.path, cycle.headers, body)
+            # In a context of its own, as each ASGI request runs in a task of its own: a context
+            # variable the request's code sets cannot leak into the next request's on this loop.
+            result, committed = contextvars.copy_context().run(hot.start, cycle.path, cycle.headers, body)
         except Exception as exc:  # start answers errors itself; this would be a bug of its own
             result, committed = exc, None
         if committed is None:

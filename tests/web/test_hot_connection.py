@@ -8,6 +8,7 @@ took the connection's path or the ASGI one is observed, not assumed: the ASGI en
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import signal
 import socket
@@ -445,3 +446,27 @@ def test_work_after_the_answer_that_fails_leaves_the_connection_alone(
         assert [reader.response().status for _ in range(2)] == [400, 400]
         sock.sendall(_request("/bc-authorize", BC_BODY))
         assert reader.response().status == 200
+
+
+_LEAK: contextvars.ContextVar[str | None] = contextvars.ContextVar("leak", default=None)
+
+
+def test_each_request_runs_in_a_context_of_its_own(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As each ASGI request runs in a task of its own: a context variable one request's code sets
+    # (and forgets to reset) must not be seen by the next request on the same loop.
+    seen: list[str | None] = []
+    start = OAuthHotPath.start
+
+    def spying(self: OAuthHotPath, path: str, headers: Any, body: bytes | None) -> Any:
+        seen.append(_LEAK.get())
+        _LEAK.set("from an earlier request")
+        return start(self, path, headers, body)
+
+    monkeypatch.setattr(OAuthHotPath, "start", spying)
+    with served.connect() as sock:
+        reader = Reader(sock)
+        for _ in range(3):
+            sock.sendall(_request("/token", _token_body("nope")))
+            assert reader.response().status == 400
+    assert seen == [None, None, None]
+    assert served.asgi_calls == []
