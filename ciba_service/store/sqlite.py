@@ -22,10 +22,11 @@ errors are raised as :class:`StoreUnavailable`, the ``sqlite3.OperationalError``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -280,7 +281,7 @@ class SQLiteStore(Store):
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL: a commit survives a process kill, not always a power cut; the decisions and
-        # token issues are flushed to the disk themselves (_durable; the module's docstring).
+        # token issues are flushed to the disk themselves (_transaction(durable=True); the module's docstring).
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         # A page cache of up to 64 MiB (SQLite's default is 2 MiB), filled only as pages are read:
@@ -305,14 +306,26 @@ class SQLiteStore(Store):
         with self._lock:
             self._db.close()
 
-    def _durable(self, sql: str, params: tuple[Any, ...]) -> int:
-        """One statement committed with the WAL flushed to the disk (a power cut keeps it, and
-        every commit before it). The caller holds the lock."""
-        self._db.execute("PRAGMA synchronous=FULL")
-        try:
-            return self._db.execute(sql, params).rowcount
-        finally:
-            self._db.execute("PRAGMA synchronous=NORMAL")
+    @contextlib.contextmanager
+    def _transaction(self, *, durable: bool = False) -> Iterator[None]:
+        """One write transaction: ``BEGIN IMMEDIATE`` (the write lock first, so another process on
+        the file cannot write between our reads and our writes), committed when the block ends,
+        a ``return`` included, rolled back if it raises. ``durable``: its commit is flushed to the
+        disk (``synchronous=FULL``; see the module docstring). Under the store's lock."""
+        with self._lock:
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
 
     def _one(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Row | None:
         with self._lock:
@@ -480,8 +493,7 @@ class SQLiteStore(Store):
                 # One statement is its own transaction (autocommit): no BEGIN and COMMIT to run.
                 self._insert_request(items[0][0])
                 return
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 for request, outbox in items:
                     self._insert_request(request)
                     if outbox is not None:
@@ -490,10 +502,6 @@ class SQLiteStore(Store):
                             "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)",
                             (o.request_id, _dumps(o.notice), o.created_at, o.expires_at, o.claimed_until, o.attempts),
                         )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
 
     def _insert_request(self, request: BackchannelRequest) -> None:
         r = request
@@ -577,55 +585,43 @@ class SQLiteStore(Store):
     ) -> bool:
         if status not in (RequestStatus.APPROVED, RequestStatus.DENIED):
             raise ValueError(f"cannot decide a request as {status}")
-        with self._lock:
-            # The user's decision is flushed to the disk at its commit (see the module docstring).
-            self._db.execute("PRAGMA synchronous=FULL")
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    changed = self._db.execute(
-                        "UPDATE requests SET status = ?, decided_at = ?, receipt_id = ? "
-                        # callback_state: an expiry sweep (on an instance whose clock runs ahead)
-                        # that closed the request excludes a late decision, atomically.
-                        "WHERE request_id = ? AND status = 'pending' AND expires_at > ? AND callback_state = 'none'",
-                        (status.value, now, receipt.receipt_id if receipt else None, request_id, now),
-                    ).rowcount
-                    if changed == 1 and receipt is not None:
-                        rc = receipt
-                        self._db.execute(
-                            "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (
-                                rc.receipt_id,
-                                rc.request_id,
-                                rc.user_id,
-                                rc.credential_id,
-                                rc.credential_public_key,
-                                rc.preimage,
-                                rc.challenge,
-                                json.dumps(rc.assertion),
-                                rc.rp_id,
-                                rc.origin,
-                                rc.created_at,
-                            ),
-                        )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            finally:
-                self._db.execute("PRAGMA synchronous=NORMAL")
+        # The user's decision is flushed to the disk at its commit (see the module docstring).
+        with self._transaction(durable=True):
+            changed = self._db.execute(
+                "UPDATE requests SET status = ?, decided_at = ?, receipt_id = ? "
+                # callback_state: an expiry sweep (on an instance whose clock runs ahead)
+                # that closed the request excludes a late decision, atomically.
+                "WHERE request_id = ? AND status = 'pending' AND expires_at > ? AND callback_state = 'none'",
+                (status.value, now, receipt.receipt_id if receipt else None, request_id, now),
+            ).rowcount
+            if changed == 1 and receipt is not None:
+                rc = receipt
+                self._db.execute(
+                    "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        rc.receipt_id,
+                        rc.request_id,
+                        rc.user_id,
+                        rc.credential_id,
+                        rc.credential_public_key,
+                        rc.preimage,
+                        rc.challenge,
+                        json.dumps(rc.assertion),
+                        rc.rp_id,
+                        rc.origin,
+                        rc.created_at,
+                    ),
+                )
         return changed == 1
 
     def mark_issued(self, request_id: str, *, jti: str) -> bool:
         # Flushed to the disk: after a power cut the request must not be redeemable again.
-        with self._lock:
-            return (
-                self._durable(
-                    "UPDATE requests SET status = 'issued', token_jti = ? WHERE request_id = ? AND status = 'approved'",
-                    (jti, request_id),
-                )
-                == 1
-            )
+        with self._transaction(durable=True):
+            changed: int = self._db.execute(
+                "UPDATE requests SET status = 'issued', token_jti = ? WHERE request_id = ? AND status = 'approved'",
+                (jti, request_id),
+            ).rowcount
+        return changed == 1
 
     def set_upstream(self, request_id: str, upstream: dict[str, Any]) -> None:
         self._exec(
@@ -650,31 +646,25 @@ class SQLiteStore(Store):
         )
 
     def claim_outbox(self, request_id: str, *, now: int, lease: int) -> OutboxEntry | None:
-        with self._lock:
-            # IMMEDIATE: the write lock first, so two instances on one file cannot both read an
-            # expired lease and both send.
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
-                    "SELECT o.claimed_until, r.status, r.expires_at FROM outbox o "
-                    "LEFT JOIN requests r ON r.request_id = o.request_id WHERE o.request_id = ?",
-                    (request_id,),
+        # IMMEDIATE: the write lock first, so two instances on one file cannot both read an
+        # expired lease and both send.
+        with self._transaction():
+            row = self._db.execute(
+                "SELECT o.claimed_until, r.status, r.expires_at FROM outbox o "
+                "LEFT JOIN requests r ON r.request_id = o.request_id WHERE o.request_id = ?",
+                (request_id,),
+            ).fetchone()
+            claimed = None
+            if row is None:
+                pass
+            elif row["status"] != "pending" or row["expires_at"] is None or row["expires_at"] <= now:
+                # Decided, expired or gone: the link is no use to the user any more.
+                self._db.execute("DELETE FROM outbox WHERE request_id = ?", (request_id,))
+            elif row["claimed_until"] <= now:
+                claimed = self._db.execute(
+                    "UPDATE outbox SET claimed_until = ?, attempts = attempts + 1 WHERE request_id = ? RETURNING *",
+                    (now + lease, request_id),
                 ).fetchone()
-                claimed = None
-                if row is None:
-                    pass
-                elif row["status"] != "pending" or row["expires_at"] is None or row["expires_at"] <= now:
-                    # Decided, expired or gone: the link is no use to the user any more.
-                    self._db.execute("DELETE FROM outbox WHERE request_id = ?", (request_id,))
-                elif row["claimed_until"] <= now:
-                    claimed = self._db.execute(
-                        "UPDATE outbox SET claimed_until = ?, attempts = attempts + 1 WHERE request_id = ? RETURNING *",
-                        (now + lease, request_id),
-                    ).fetchone()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
         return None if claimed is None else self._outbox(claimed)
 
     def mark_outbox_delivered(self, request_id: str) -> None:
@@ -738,23 +728,17 @@ class SQLiteStore(Store):
         )
 
     def replace_passkeys(self, user_id: str, passkeys: list[Passkey]) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                keep = [p.credential_id for p in passkeys]
-                marks = ",".join("?" * len(keep))
-                self._db.execute(
-                    f"DELETE FROM passkeys WHERE user_id = ? AND credential_id NOT IN ({marks})"  # noqa: S608 - placeholders only
-                    if keep
-                    else "DELETE FROM passkeys WHERE user_id = ?",
-                    (user_id, *keep),
-                )
-                for passkey in passkeys:
-                    self.upsert_passkey(passkey)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            keep = [p.credential_id for p in passkeys]
+            marks = ",".join("?" * len(keep))
+            self._db.execute(
+                f"DELETE FROM passkeys WHERE user_id = ? AND credential_id NOT IN ({marks})"  # noqa: S608 - placeholders only
+                if keep
+                else "DELETE FROM passkeys WHERE user_id = ?",
+                (user_id, *keep),
+            )
+            for passkey in passkeys:
+                self.upsert_passkey(passkey)
 
     def add_intent(self, intent: Intent) -> None:
         self._exec(
@@ -853,21 +837,14 @@ class SQLiteStore(Store):
         return True
 
     def reserve_attempt(self, key: str, *, attempt_id: str, now: int, window: int, limit: int) -> bool:
-        with self._lock:
-            # BEGIN IMMEDIATE takes the write lock first: another process on the same file
-            # cannot count between our count and our insert.
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("DELETE FROM attempts WHERE key = ? AND at <= ?", (key, now - window))
-                (count,) = self._db.execute("SELECT COUNT(*) FROM attempts WHERE key = ?", (key,)).fetchone()
-                if count >= limit:
-                    self._db.execute("COMMIT")
-                    return False
-                self._db.execute("INSERT INTO attempts VALUES (?, ?, ?)", (key, attempt_id, now))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        # BEGIN IMMEDIATE takes the write lock first: another process on the same file
+        # cannot count between our count and our insert.
+        with self._transaction():
+            self._db.execute("DELETE FROM attempts WHERE key = ? AND at <= ?", (key, now - window))
+            (count,) = self._db.execute("SELECT COUNT(*) FROM attempts WHERE key = ?", (key,)).fetchone()
+            if count >= limit:
+                return False  # the expired attempts' deletion is committed all the same
+            self._db.execute("INSERT INTO attempts VALUES (?, ?, ?)", (key, attempt_id, now))
         return True
 
     def cancel_attempt(self, key: str, *, attempt_id: str) -> None:
@@ -918,20 +895,10 @@ class SQLiteStore(Store):
         """Run one change and, if it changed a row, record ``audit``: one transaction, flushed to
         the disk like a decision: a passkey revoked or a user disabled must not come back after
         a power cut (nor lose the record of who did it)."""
-        with self._lock:
-            self._db.execute("PRAGMA synchronous=FULL")
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    changed = self._db.execute(sql, params).rowcount
-                    if changed:
-                        self._insert_audit(audit)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            finally:
-                self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._transaction(durable=True):
+            changed = self._db.execute(sql, params).rowcount
+            if changed:
+                self._insert_audit(audit)
         return bool(changed)
 
     def set_user_enabled(self, user_id: str, *, enabled: bool, audit: AuditRecord) -> bool:
